@@ -1,0 +1,224 @@
+//! The traits connectors implement, and the registry that finds them by
+//! their `type` name.
+//!
+//! A [`Source`] describes its schema, splits its work into partitions and
+//! opens a [`SourceReader`] per partition. A [`Sink`] opens a
+//! [`PartitionWriter`] per partition, whose `commit` makes that partition's
+//! output durable under a staging name, and `publish`es a run's committed
+//! partitions once all are in. All methods are blocking and run on worker
+//! threads; connectors do their async I/O through [`BuildContext::io`].
+
+use crate::dirty::Rejects;
+use crate::error::Result;
+use crate::spec::{JobSpec, Policy, SpecError};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use std::sync::Arc;
+
+pub use crate::spec::ConnectorConfig;
+
+/// One unit of work: read, staged and committed on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Position in the source's partition list.
+    pub index: usize,
+    /// Stable, human-readable description, e.g. `people.csv[0..67108864]`.
+    /// The list of labels fingerprints the plan for resume.
+    pub label: String,
+    /// Input bytes, for progress and ETA (0 when unknown).
+    pub bytes: u64,
+}
+
+/// Reads one partition as Arrow batches.
+pub trait SourceReader: Send {
+    /// The next batch, or `None` at the end of the partition. Rows that
+    /// cannot be read go to `rejects`, which decides (by the job's error
+    /// policy) whether the run goes on.
+    fn next_batch(&mut self, rejects: &mut Rejects) -> Result<Option<RecordBatch>>;
+    /// Input bytes consumed so far.
+    fn bytes_read(&self) -> u64;
+}
+
+/// A source of records.
+pub trait Source: Send + Sync {
+    /// The schema of every batch this source yields.
+    fn schema(&self) -> SchemaRef;
+    /// The partitions, in a stable order.
+    fn partitions(&self) -> &[PartitionInfo];
+    /// Opens a reader over one partition.
+    fn open(&self, partition: usize) -> Result<Box<dyn SourceReader>>;
+    /// Where the data comes from, for logs and summaries.
+    fn describe(&self) -> String;
+}
+
+/// The identity of a run, handed to sinks.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// Job name.
+    pub job: String,
+    /// Run id from the state store.
+    pub run_id: i64,
+    /// True when this run resumes an interrupted one.
+    pub resumed: bool,
+}
+
+/// A partition's committed output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedPart {
+    /// Partition index.
+    pub index: usize,
+    /// Where the staged output lives.
+    pub location: String,
+    /// Rows written.
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Writes one partition's output.
+pub trait PartitionWriter: Send {
+    /// Writes a batch.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Makes the output durable under its staging name, atomically.
+    fn commit(self: Box<Self>) -> Result<CommittedPart>;
+    /// Throws away what was written.
+    fn abort(self: Box<Self>);
+}
+
+/// Lets a sink record the steps of a multi-step publish, so a publish
+/// interrupted by a crash resumes without repeating a step that is not
+/// idempotent (such as appending to a file).
+pub trait PublishJournal {
+    /// The last recorded step, if any.
+    fn step(&self) -> Result<Option<String>>;
+    /// Records that `step` is done.
+    fn record(&self, step: &str) -> Result<()>;
+}
+
+/// A destination for records.
+pub trait Sink: Send + Sync {
+    /// Checks the target before a run starts (e.g. `mode = "fail"`).
+    fn prepare(&self, run: &RunInfo, schema: &SchemaRef) -> Result<()>;
+    /// Opens a writer for one partition.
+    fn open(
+        &self,
+        run: &RunInfo,
+        partition: &PartitionInfo,
+        schema: SchemaRef,
+    ) -> Result<Box<dyn PartitionWriter>>;
+    /// Makes a completed run's committed parts visible at the target.
+    /// Returns where the output is.
+    fn publish(
+        &self,
+        run: &RunInfo,
+        schema: &SchemaRef,
+        parts: &[CommittedPart],
+        journal: &dyn PublishJournal,
+    ) -> Result<String>;
+    /// Removes the staged output of a run that will not be resumed.
+    fn discard(&self, run_id: i64) -> Result<()>;
+    /// Where the data goes, for logs and summaries.
+    fn describe(&self) -> String;
+}
+
+/// What a connector gets when it is built.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// Runtime for async I/O; CPU work must not run on it.
+    pub io: tokio::runtime::Handle,
+    /// Rows per batch.
+    pub batch_rows: usize,
+    /// The job's error policy.
+    pub policy: Policy,
+    /// Job name.
+    pub job: String,
+}
+
+/// Builds sources of one `type`.
+pub trait SourceFactory: Send + Sync {
+    /// The `type` name in specs.
+    fn kind(&self) -> &'static str;
+    /// Checks the section without touching any data.
+    fn validate(&self, cfg: &ConnectorConfig) -> Result<(), SpecError>;
+    /// Builds the source: lists files, infers schemas, plans partitions.
+    fn build(&self, cfg: &ConnectorConfig, ctx: &BuildContext) -> Result<Arc<dyn Source>>;
+}
+
+/// Builds sinks of one `type`.
+pub trait SinkFactory: Send + Sync {
+    /// The `type` name in specs.
+    fn kind(&self) -> &'static str;
+    /// Checks the section without touching any data.
+    fn validate(&self, cfg: &ConnectorConfig) -> Result<(), SpecError>;
+    /// Builds the sink.
+    fn build(&self, cfg: &ConnectorConfig, ctx: &BuildContext) -> Result<Arc<dyn Sink>>;
+}
+
+/// Connectors by `type` name.
+#[derive(Default)]
+pub struct Registry {
+    sources: Vec<Box<dyn SourceFactory>>,
+    sinks: Vec<Box<dyn SinkFactory>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a source type.
+    pub fn register_source(&mut self, f: impl SourceFactory + 'static) {
+        self.sources.push(Box::new(f));
+    }
+
+    /// Adds a sink type.
+    pub fn register_sink(&mut self, f: impl SinkFactory + 'static) {
+        self.sinks.push(Box::new(f));
+    }
+
+    /// Known source types.
+    pub fn source_kinds(&self) -> Vec<&'static str> {
+        self.sources.iter().map(|f| f.kind()).collect()
+    }
+
+    /// Known sink types.
+    pub fn sink_kinds(&self) -> Vec<&'static str> {
+        self.sinks.iter().map(|f| f.kind()).collect()
+    }
+
+    fn source(&self, spec: &JobSpec) -> Result<&dyn SourceFactory, SpecError> {
+        self.sources
+            .iter()
+            .find(|f| f.kind() == spec.source.kind())
+            .map(|f| f.as_ref())
+            .ok_or_else(|| spec.unknown_connector(&spec.source, &self.source_kinds()))
+    }
+
+    fn sink(&self, spec: &JobSpec) -> Result<&dyn SinkFactory, SpecError> {
+        self.sinks
+            .iter()
+            .find(|f| f.kind() == spec.sink.kind())
+            .map(|f| f.as_ref())
+            .ok_or_else(|| spec.unknown_connector(&spec.sink, &self.sink_kinds()))
+    }
+
+    /// Checks everything a spec names without touching data: connector
+    /// types and their fields, stage types.
+    pub fn validate(&self, spec: &JobSpec) -> Result<(), SpecError> {
+        self.source(spec)?.validate(&spec.source)?;
+        self.sink(spec)?.validate(&spec.sink)?;
+        crate::stage::validate(spec)?;
+        Ok(())
+    }
+
+    /// Builds the source of a spec.
+    pub fn build_source(&self, spec: &JobSpec, ctx: &BuildContext) -> Result<Arc<dyn Source>> {
+        self.source(spec)?.build(&spec.source, ctx)
+    }
+
+    /// Builds the sink of a spec.
+    pub fn build_sink(&self, spec: &JobSpec, ctx: &BuildContext) -> Result<Arc<dyn Sink>> {
+        self.sink(spec)?.build(&spec.sink, ctx)
+    }
+}

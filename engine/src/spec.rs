@@ -1,0 +1,618 @@
+//! The job spec: one TOML file is the whole job.
+//!
+//! Parsing happens in two passes over the same text so that every error,
+//! including those in connector-specific fields, points at a line: the
+//! engine reads the sections it owns, then each connector deserializes its
+//! own section from the original text through [`ConnectorConfig::parse`].
+//! The structs below double as the reference documentation of the format.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use toml::Spanned;
+
+/// A spec error that names the line, the field and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    /// The spec file, when it came from one.
+    pub file: Option<String>,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// Dotted path of the field at fault, e.g. `source.delimiter`.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}:")?;
+        }
+        if let Some(line) = self.line {
+            write!(f, "{line}:")?;
+            if let Some(col) = self.column {
+                write!(f, "{col}:")?;
+            }
+        }
+        if self.file.is_some() || self.line.is_some() {
+            write!(f, " ")?;
+        }
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Line and column (1-based) of a byte offset in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, col)
+}
+
+/// The dotted field path for an error at `offset`: the enclosing table
+/// header plus the key written on that line.
+fn field_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let mut table = String::new();
+    let line_start = text[..offset].rfind('\n').map_or(0, |p| p + 1);
+    for line in text[..line_start].lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            table = t
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_string();
+        }
+    }
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = match line.split_once('=') {
+        Some((k, _)) if !line.trim_start().starts_with('[') => {
+            k.trim().trim_matches('"').to_string()
+        }
+        _ => String::new(),
+    };
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+impl SpecError {
+    /// An error at a byte span of the spec text.
+    pub fn at(
+        text: &str,
+        span: Option<std::ops::Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let (line, column) = match span {
+            Some(s) => {
+                let (l, c) = line_col(text, s.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        SpecError {
+            file: None,
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn from_toml(text: &str, err: toml::de::Error) -> Self {
+        let span = err.span();
+        let field = span
+            .clone()
+            .map(|s| field_at(text, s.start))
+            .unwrap_or_default();
+        let message = err.message().trim().to_string();
+        SpecError::at(text, span, field, message)
+    }
+
+    /// Names the spec file in the error.
+    pub fn in_file(mut self, file: impl Into<String>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+}
+
+/// `[job]`: who provides the data and why it is exchanged.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    /// Unique job name; run history and resume are keyed by it.
+    pub name: String,
+    /// Providing department.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Declared use of the data, recorded with every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// Free text for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A quantity of bytes: an integer, or a string such as `"200MB"` or `"1GiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let num: f64 = num
+            .parse()
+            .map_err(|_| format!("expected a size such as \"200MB\" or \"1GiB\", found {s:?}"))?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "kb" | "k" => 1e3,
+            "mb" | "m" => 1e6,
+            "gb" | "g" => 1e9,
+            "tb" | "t" => 1e12,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?}; use B, KB, MB, GB, KiB, MiB or GiB"
+                ))
+            }
+        };
+        Ok(ByteSize((num * mult).round() as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a size: an integer number of bytes or a string such as \"200MB\"",
+            )
+        })? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn default_batch_rows() -> usize {
+    65536
+}
+
+fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// `[limits]`: how much of the machine a job may use.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Rows per Arrow batch (default 65536).
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Worker threads processing partitions (default: the number of cores).
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+    /// Cap on input bytes read per second, e.g. `"200MB"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_sec: Option<ByteSize>,
+    /// Cap on rows read per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows_per_sec: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            batch_rows: default_batch_rows(),
+            parallelism: default_parallelism(),
+            max_bytes_per_sec: None,
+            max_rows_per_sec: None,
+        }
+    }
+}
+
+/// What to do with a row that cannot be read as declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Stop the run, naming file, row and column (default).
+    #[default]
+    Fail,
+    /// Write the row to the dead-letter output with the reason and go on.
+    Skip,
+}
+
+/// `[errors]`: the error policy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsSection {
+    /// `fail` (default) or `skip`.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Stop the run once more than this many rows were rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+    /// Stop the run when more than this percentage of rows was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_percent: Option<f64>,
+    /// Local directory that receives rejected rows as JSON lines
+    /// (required with `policy = "skip"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Head {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Doc {
+    job: Option<JobSection>,
+    source: Option<Spanned<Head>>,
+    #[serde(default)]
+    stage: Vec<Spanned<Head>>,
+    sink: Option<Spanned<Head>>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    errors: ErrorsSection,
+}
+
+/// One connector section (`[source]` or `[sink]`) of a spec. Connectors read
+/// their typed, `deny_unknown_fields` config from it with [`Self::parse`].
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    text: std::sync::Arc<str>,
+    section: &'static str,
+    kind: String,
+    kind_span: Option<std::ops::Range<usize>>,
+}
+
+#[derive(Deserialize)]
+struct SourceSection<T> {
+    source: T,
+}
+#[derive(Deserialize)]
+struct SinkSection<T> {
+    sink: T,
+}
+
+impl ConnectorConfig {
+    /// The `type` of the connector.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// `"source"` or `"sink"`.
+    pub fn section(&self) -> &'static str {
+        self.section
+    }
+
+    /// Deserializes this section into the connector's config type. Errors
+    /// point at the line and field in the spec text. The config type must
+    /// accept the `type` field.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, SpecError> {
+        let res = match self.section {
+            "source" => toml::from_str::<SourceSection<T>>(&self.text).map(|s| s.source),
+            _ => toml::from_str::<SinkSection<T>>(&self.text).map(|s| s.sink),
+        };
+        res.map_err(|e| SpecError::from_toml(&self.text, e))
+    }
+
+    /// An error about a field of this section, pointing at its line when
+    /// the field is written in the spec.
+    pub fn error(&self, field: &str, message: impl Into<String>) -> SpecError {
+        let path = format!("{}.{}", self.section, field);
+        let span = find_key(&self.text, self.section, field);
+        SpecError::at(&self.text, span, path, message)
+    }
+}
+
+/// Byte span of `key = …` inside `[table]`, for errors found after parsing.
+fn find_key(text: &str, table: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    let mut current = String::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') {
+            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        } else if current == table {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim().trim_matches('"') == key {
+                    let start = offset + line.find(k.trim()).unwrap_or(0);
+                    return Some(start..start + key.len());
+                }
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// A parsed, validated job spec.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The spec text as written (or as generated by `tidex copy`).
+    pub text: std::sync::Arc<str>,
+    /// `[job]`.
+    pub job: JobSection,
+    /// `[source]`.
+    pub source: ConnectorConfig,
+    /// `[[stage]]` types, in order.
+    pub stages: Vec<String>,
+    /// `[sink]`.
+    pub sink: ConnectorConfig,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// `[errors]`.
+    pub errors: ErrorsSection,
+}
+
+impl JobSpec {
+    /// Parses and validates the engine-owned parts of a spec. Connector
+    /// sections are checked by [`crate::Registry::validate`].
+    pub fn parse(text: &str) -> Result<JobSpec, SpecError> {
+        let text: std::sync::Arc<str> = text.into();
+        let doc: Doc = toml::from_str(&text).map_err(|e| SpecError::from_toml(&text, e))?;
+        let job = doc.job.ok_or_else(|| {
+            SpecError::at(
+                &text,
+                None,
+                "job",
+                "missing [job] section; expected at least `name = \"…\"`",
+            )
+        })?;
+        if job.name.trim().is_empty() {
+            return Err(SpecError::at(
+                &text,
+                find_key(&text, "job", "name"),
+                "job.name",
+                "must not be empty",
+            ));
+        }
+        let connector = |head: Option<Spanned<Head>>,
+                         section: &'static str|
+         -> Result<ConnectorConfig, SpecError> {
+            let head = head.ok_or_else(|| {
+                SpecError::at(
+                    &text,
+                    None,
+                    section,
+                    format!("missing [{section}] section; every job needs a source and a sink"),
+                )
+            })?;
+            let span = head.span();
+            let kind = head.into_inner().kind.ok_or_else(|| {
+                SpecError::at(
+                    &text,
+                    Some(span),
+                    format!("{section}.type"),
+                    "missing `type`, the connector to use",
+                )
+            })?;
+            Ok(ConnectorConfig {
+                text: text.clone(),
+                section,
+                kind_span: Some(kind.span()),
+                kind: kind.into_inner(),
+            })
+        };
+        let source = connector(doc.source, "source")?;
+        let sink = connector(doc.sink, "sink")?;
+        let mut stages = Vec::new();
+        for st in doc.stage {
+            let span = st.span();
+            match st.into_inner().kind {
+                Some(k) => stages.push(k.into_inner()),
+                None => {
+                    return Err(SpecError::at(
+                        &text,
+                        Some(span),
+                        "stage.type",
+                        "missing `type`, the stage to apply",
+                    ))
+                }
+            }
+        }
+        let limits = doc.limits;
+        if limits.batch_rows == 0 {
+            return Err(SpecError::at(
+                &text,
+                find_key(&text, "limits", "batch_rows"),
+                "limits.batch_rows",
+                "must be at least 1",
+            ));
+        }
+        if limits.parallelism == 0 {
+            return Err(SpecError::at(
+                &text,
+                find_key(&text, "limits", "parallelism"),
+                "limits.parallelism",
+                "must be at least 1",
+            ));
+        }
+        let errors = doc.errors;
+        if errors.policy == Policy::Skip && errors.dead_letter.is_none() {
+            return Err(SpecError::at(
+                &text,
+                find_key(&text, "errors", "policy"),
+                "errors.dead_letter",
+                "required with policy = \"skip\": the directory that receives rejected rows",
+            ));
+        }
+        if let Some(p) = errors.max_percent {
+            if !(0.0..=100.0).contains(&p) {
+                return Err(SpecError::at(
+                    &text,
+                    find_key(&text, "errors", "max_percent"),
+                    "errors.max_percent",
+                    "expected a percentage between 0 and 100",
+                ));
+            }
+        }
+        Ok(JobSpec {
+            job,
+            source,
+            stages,
+            sink,
+            limits,
+            errors,
+            text,
+        })
+    }
+
+    /// An error about the connector `type` of a section.
+    pub fn unknown_connector(&self, cfg: &ConnectorConfig, known: &[&str]) -> SpecError {
+        SpecError::at(
+            &self.text,
+            cfg.kind_span.clone(),
+            format!("{}.type", cfg.section),
+            format!(
+                "unknown {} type `{}`; known {} types: {}",
+                cfg.section,
+                cfg.kind,
+                cfg.section,
+                known.join(", ")
+            ),
+        )
+    }
+
+    /// BLAKE3 of the spec text, recorded with each run.
+    pub fn fingerprint(&self) -> String {
+        blake3::hash(self.text.as_bytes()).to_hex()[..16].to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[job]
+name = "people-daily"
+owner = "civil-affairs"
+
+[source]
+type = "csv"
+url = "fixtures/people.csv"
+
+[sink]
+type = "parquet"
+url = "out/people/"
+
+[limits]
+batch_rows = 1000
+max_bytes_per_sec = "200MB"
+
+[errors]
+policy = "skip"
+max_rows = 10
+dead_letter = "out/dead/"
+"#;
+
+    #[test]
+    fn parses_reference_spec() {
+        let spec = JobSpec::parse(GOOD).unwrap();
+        assert_eq!(spec.job.name, "people-daily");
+        assert_eq!(spec.source.kind(), "csv");
+        assert_eq!(spec.sink.kind(), "parquet");
+        assert_eq!(spec.limits.batch_rows, 1000);
+        assert_eq!(spec.limits.max_bytes_per_sec, Some(ByteSize(200_000_000)));
+        assert_eq!(spec.errors.policy, Policy::Skip);
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let text = GOOD.replace("batch_rows = 1000", "batch_rowz = 1000");
+        let err = JobSpec::parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(15), "{err}");
+        assert_eq!(err.field, "limits.batch_rowz");
+        assert!(err.message.contains("unknown field `batch_rowz`"), "{err}");
+        assert!(
+            err.message.contains("batch_rows"),
+            "lists expected fields: {err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_field() {
+        let text = GOOD.replace("max_rows = 10", "max_rows = \"ten\"");
+        let err = JobSpec::parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(20), "{err}");
+        assert_eq!(err.field, "errors.max_rows");
+    }
+
+    #[test]
+    fn missing_source_is_reported() {
+        let text = GOOD.replace(
+            "[source]\ntype = \"csv\"\nurl = \"fixtures/people.csv\"\n",
+            "",
+        );
+        let err = JobSpec::parse(&text).unwrap_err();
+        assert_eq!(err.field, "source");
+        assert!(err.message.contains("missing [source]"), "{err}");
+    }
+
+    #[test]
+    fn skip_requires_dead_letter() {
+        let text = GOOD.replace("dead_letter = \"out/dead/\"\n", "");
+        let err = JobSpec::parse(&text).unwrap_err();
+        assert_eq!(err.field, "errors.dead_letter");
+    }
+
+    #[test]
+    fn connector_section_errors_point_at_line() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Csv {
+            #[serde(rename = "type")]
+            kind: String,
+            url: String,
+        }
+        let text = GOOD.replace(
+            "url = \"fixtures/people.csv\"",
+            "url = \"fixtures/people.csv\"\ndelimitr = \";\"",
+        );
+        let spec = JobSpec::parse(&text).unwrap();
+        let err = spec.source.parse::<Csv>().unwrap_err();
+        assert_eq!(err.line, Some(9), "{err}");
+        assert_eq!(err.field, "source.delimitr");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!("200MB".parse::<ByteSize>().unwrap(), ByteSize(200_000_000));
+        assert_eq!("1GiB".parse::<ByteSize>().unwrap(), ByteSize(1 << 30));
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+    }
+}

@@ -1,0 +1,511 @@
+//! The state store: run history, committed partitions and publish steps in
+//! an embedded SQLite file (default `./.tidex/state.db`).
+//!
+//! A partition counts as delivered only once its row is here; the sink's
+//! staged output and this row are written in that order, so a crash between
+//! the two re-runs the partition into the same staging name and nothing is
+//! delivered twice.
+
+use crate::connector::{CommittedPart, PublishJournal, RunInfo};
+use crate::error::{Error, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Status of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Partitions are being processed (or the process died doing so).
+    Running,
+    /// All partitions committed; the output is being made visible.
+    Publishing,
+    /// Done; the output is visible.
+    Completed,
+    /// Stopped by an error; resumable.
+    Failed,
+    /// Thrown away by `--restart`.
+    Discarded,
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Publishing => "publishing",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Discarded => "discarded",
+        }
+    }
+}
+
+/// A row of run history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub run_id: i64,
+    /// Job name.
+    pub job: String,
+    /// `running`, `publishing`, `completed`, `failed` or `discarded`.
+    pub status: String,
+    /// Start time (RFC 3339, UTC).
+    pub started_at: String,
+    /// End time, when ended.
+    pub finished_at: Option<String>,
+    /// Partitions planned.
+    pub partitions: i64,
+    /// Partitions committed.
+    pub partitions_done: i64,
+    /// Rows delivered.
+    pub rows: i64,
+    /// Input bytes read.
+    pub bytes_in: i64,
+    /// Output bytes written.
+    pub bytes_out: i64,
+    /// Rows rejected.
+    pub dirty_rows: i64,
+    /// Providing department.
+    pub owner: Option<String>,
+    /// Declared purpose.
+    pub purpose: Option<String>,
+    /// Where the output went.
+    pub output: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// What [`StateStore::begin`] decided.
+#[derive(Debug)]
+pub struct Begin {
+    /// The run to execute.
+    pub run: RunInfo,
+    /// Partitions already committed by the interrupted run being resumed.
+    pub committed: Vec<(CommittedPart, u64, u64)>,
+    /// A run discarded by `--restart`, whose staged output must be removed.
+    pub discarded: Option<i64>,
+}
+
+/// Facts about a run recorded when it starts.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// Job name.
+    pub job: &'a str,
+    /// Fingerprint of the spec text.
+    pub spec_hash: &'a str,
+    /// Fingerprint of the partition plan.
+    pub plan_hash: &'a str,
+    /// Providing department.
+    pub owner: Option<&'a str>,
+    /// Declared purpose.
+    pub purpose: Option<&'a str>,
+    /// Partitions planned.
+    pub partitions: usize,
+}
+
+/// The embedded state store.
+pub struct StateStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    plan_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pid INTEGER,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    owner TEXT,
+    purpose TEXT,
+    partitions INTEGER NOT NULL,
+    rows INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    dirty_rows INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    error TEXT,
+    publish_step TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_job ON runs(job, run_id);
+CREATE TABLE IF NOT EXISTS parts (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    part_index INTEGER NOT NULL,
+    location TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    dirty_rows INTEGER NOT NULL,
+    committed_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, part_index)
+);
+"#;
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn pid_alive(pid: i64) -> bool {
+    pid > 0 && i64::from(std::process::id()) != pid && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the state database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating state directory {}", dir.display()), e))?;
+        }
+        let err = |e| Error::State {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(StateStore {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Internal("state store lock poisoned".into()))?;
+        f(&conn).map_err(|e| Error::State {
+            path: self.path.display().to_string(),
+            source: e,
+        })
+    }
+
+    /// Starts a run of a job: resumes its interrupted run when there is one
+    /// (unless `restart`), else starts a new one.
+    pub fn begin(&self, new: &NewRun<'_>, restart: bool) -> Result<Begin> {
+        let last: Option<(i64, String, String, Option<i64>)> = self.with(|c| {
+            c.query_row(
+                "SELECT run_id, status, plan_hash, pid FROM runs WHERE job = ?1 ORDER BY run_id DESC LIMIT 1",
+                params![new.job],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+        })?;
+        let mut discarded = None;
+        if let Some((run_id, status, plan_hash, pid)) = last {
+            let unfinished = matches!(status.as_str(), "running" | "publishing" | "failed");
+            if unfinished && status != "failed" && pid.is_some_and(pid_alive) {
+                return Err(Error::Config(format!(
+                    "job `{}` is already running (run {run_id}, process {})",
+                    new.job,
+                    pid.unwrap_or_default()
+                )));
+            }
+            if unfinished && restart {
+                self.with(|c| {
+                    c.execute(
+                        "UPDATE runs SET status = 'discarded', finished_at = ?2 WHERE run_id = ?1",
+                        params![run_id, now()],
+                    )
+                })?;
+                discarded = Some(run_id);
+            } else if unfinished {
+                if plan_hash != new.plan_hash {
+                    return Err(Error::Config(format!(
+                        "job `{}` has an interrupted run ({run_id}) over different input (files were added, removed or changed size); \
+                         run again with --restart to discard it and start over",
+                        new.job
+                    )));
+                }
+                let status = if status == "publishing" {
+                    "publishing"
+                } else {
+                    "running"
+                };
+                self.with(|c| {
+                    c.execute(
+                        "UPDATE runs SET status = ?2, pid = ?3, error = NULL, finished_at = NULL WHERE run_id = ?1",
+                        params![run_id, status, std::process::id()],
+                    )
+                })?;
+                let committed = self.committed(run_id)?;
+                return Ok(Begin {
+                    run: RunInfo {
+                        job: new.job.to_string(),
+                        run_id,
+                        resumed: true,
+                    },
+                    committed,
+                    discarded: None,
+                });
+            }
+        }
+        let run_id = self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (job, spec_hash, plan_hash, status, pid, started_at, owner, purpose, partitions)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)",
+                params![new.job, new.spec_hash, new.plan_hash, std::process::id(), now(), new.owner, new.purpose, new.partitions as i64],
+            )?;
+            Ok(c.last_insert_rowid())
+        })?;
+        Ok(Begin {
+            run: RunInfo {
+                job: new.job.to_string(),
+                run_id,
+                resumed: false,
+            },
+            committed: Vec::new(),
+            discarded,
+        })
+    }
+
+    /// Committed parts of a run, with their input bytes and dirty rows.
+    pub fn committed(&self, run_id: i64) -> Result<Vec<(CommittedPart, u64, u64)>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT part_index, location, rows, bytes_out, bytes_in, dirty_rows FROM parts WHERE run_id = ?1 ORDER BY part_index",
+            )?;
+            let rows = st.query_map(params![run_id], |r| {
+                Ok((
+                    CommittedPart {
+                        index: r.get::<_, i64>(0)? as usize,
+                        location: r.get(1)?,
+                        rows: r.get::<_, i64>(2)? as u64,
+                        bytes: r.get::<_, i64>(3)? as u64,
+                    },
+                    r.get::<_, i64>(4)? as u64,
+                    r.get::<_, i64>(5)? as u64,
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Records a committed partition.
+    pub fn commit_part(
+        &self,
+        run_id: i64,
+        part: &CommittedPart,
+        bytes_in: u64,
+        dirty: u64,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO parts (run_id, part_index, location, rows, bytes_in, bytes_out, dirty_rows, committed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![run_id, part.index as i64, part.location, part.rows as i64, bytes_in as i64, part.bytes as i64, dirty as i64, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Marks a run as publishing.
+    pub fn set_status(&self, run_id: i64, status: RunStatus) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = ?2 WHERE run_id = ?1",
+                params![run_id, status.as_str()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Ends a run with its totals.
+    pub fn finish(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        totals: &Totals,
+        output: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3, rows = ?4, bytes_in = ?5, bytes_out = ?6, dirty_rows = ?7,
+                 output = COALESCE(?8, output), error = ?9, pid = NULL WHERE run_id = ?1",
+                params![
+                    run_id,
+                    status.as_str(),
+                    now(),
+                    totals.rows as i64,
+                    totals.bytes_in as i64,
+                    totals.bytes_out as i64,
+                    totals.dirty as i64,
+                    output,
+                    error
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Run history, newest first.
+    pub fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT r.run_id, r.job, r.status, r.started_at, r.finished_at, r.partitions,
+                        (SELECT COUNT(*) FROM parts p WHERE p.run_id = r.run_id),
+                        r.rows, r.bytes_in, r.bytes_out, r.dirty_rows, r.owner, r.purpose, r.output, r.error
+                 FROM runs r WHERE (?1 IS NULL OR r.job = ?1) ORDER BY r.run_id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![job, limit as i64], |r| {
+                Ok(RunRecord {
+                    run_id: r.get(0)?,
+                    job: r.get(1)?,
+                    status: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    partitions: r.get(5)?,
+                    partitions_done: r.get(6)?,
+                    rows: r.get(7)?,
+                    bytes_in: r.get(8)?,
+                    bytes_out: r.get(9)?,
+                    dirty_rows: r.get(10)?,
+                    owner: r.get(11)?,
+                    purpose: r.get(12)?,
+                    output: r.get(13)?,
+                    error: r.get(14)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The publish journal of a run.
+    pub fn journal(&self, run_id: i64) -> Journal<'_> {
+        Journal {
+            store: self,
+            run_id,
+        }
+    }
+}
+
+/// Run totals written when a run ends.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Totals {
+    /// Rows delivered.
+    pub rows: u64,
+    /// Input bytes.
+    pub bytes_in: u64,
+    /// Output bytes.
+    pub bytes_out: u64,
+    /// Rows rejected.
+    pub dirty: u64,
+}
+
+/// [`PublishJournal`] backed by the state store.
+pub struct Journal<'a> {
+    store: &'a StateStore,
+    run_id: i64,
+}
+
+impl PublishJournal for Journal<'_> {
+    fn step(&self) -> Result<Option<String>> {
+        self.store.with(|c| {
+            c.query_row(
+                "SELECT publish_step FROM runs WHERE run_id = ?1",
+                params![self.run_id],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn record(&self, step: &str) -> Result<()> {
+        self.store.with(|c| {
+            c.execute(
+                "UPDATE runs SET publish_step = ?2 WHERE run_id = ?1",
+                params![self.run_id, step],
+            )
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_run<'a>(plan: &'a str) -> NewRun<'a> {
+        NewRun {
+            job: "j",
+            spec_hash: "s",
+            plan_hash: plan,
+            owner: None,
+            purpose: None,
+            partitions: 3,
+        }
+    }
+
+    #[test]
+    fn interrupted_run_resumes_with_its_committed_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateStore::open(dir.path().join("state.db")).unwrap();
+        let b = st.begin(&new_run("p"), false).unwrap();
+        assert!(!b.run.resumed);
+        let part = CommittedPart {
+            index: 1,
+            location: "x".into(),
+            rows: 5,
+            bytes: 10,
+        };
+        st.commit_part(b.run.run_id, &part, 100, 0).unwrap();
+        // The process "dies": the run stays `running`.
+        st.finish(
+            b.run.run_id,
+            RunStatus::Failed,
+            &Totals::default(),
+            None,
+            Some("killed"),
+        )
+        .unwrap();
+        let b2 = st.begin(&new_run("p"), false).unwrap();
+        assert!(b2.run.resumed);
+        assert_eq!(b2.run.run_id, b.run.run_id);
+        assert_eq!(b2.committed.len(), 1);
+        assert_eq!(b2.committed[0].0, part);
+    }
+
+    #[test]
+    fn completed_run_starts_new_one_and_restart_discards() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateStore::open(dir.path().join("state.db")).unwrap();
+        let b = st.begin(&new_run("p"), false).unwrap();
+        st.finish(
+            b.run.run_id,
+            RunStatus::Completed,
+            &Totals::default(),
+            Some("out"),
+            None,
+        )
+        .unwrap();
+        let b2 = st.begin(&new_run("p"), false).unwrap();
+        assert!(!b2.run.resumed);
+        assert_ne!(b2.run.run_id, b.run.run_id);
+        st.finish(
+            b2.run.run_id,
+            RunStatus::Failed,
+            &Totals::default(),
+            None,
+            Some("x"),
+        )
+        .unwrap();
+        let err = st.begin(&new_run("changed"), false).unwrap_err();
+        assert!(err.to_string().contains("--restart"), "{err}");
+        let b3 = st.begin(&new_run("changed"), true).unwrap();
+        assert_eq!(b3.discarded, Some(b2.run.run_id));
+        assert_eq!(st.runs(Some("j"), 10).unwrap()[1].status, "discarded");
+    }
+}
