@@ -1,0 +1,1136 @@
+//! CSV source.
+//!
+//! Files are tokenized with `csv-core` straight into one flat buffer per
+//! batch and converted column by column with arrow's parsers, so a bad
+//! value costs one row (routed by the error policy), never the batch.
+//! Large files are split into byte ranges cut at record boundaries; the
+//! boundaries are found at plan time, so a resumed run sees the same
+//! partitions.
+//!
+//! Schema inference never loses information: integers with leading zeros
+//! or more than 15 digits (id-card, account and postal codes), values with
+//! an `X` check digit and anything mixed stay strings; decimals keep their
+//! exact scale as `decimal(p,s)` instead of becoming floats.
+
+use super::io::{ChunkStream, CHUNK};
+use super::location::{FileMeta, Location};
+use super::types::parse_schema;
+use arrow::array::{
+    ArrayRef, BooleanArray, BooleanBuilder, Decimal128Builder, PrimitiveBuilder, StringBuilder,
+};
+use arrow::compute::kernels::cast_utils::{parse_decimal, string_to_datetime, Parser};
+use arrow::datatypes::*;
+use arrow::record_batch::RecordBatch;
+use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tidex_engine::dirty::{DirtyRow, Rejects};
+use tidex_engine::error::Location as RowLocation;
+use tidex_engine::spec::ByteSize;
+use tidex_engine::{
+    BuildContext, ConnectorConfig, Error, PartitionInfo, Result, Source, SourceFactory,
+    SourceReader, SpecError,
+};
+
+fn yes() -> bool {
+    true
+}
+fn comma() -> char {
+    ','
+}
+fn dquote() -> char {
+    '"'
+}
+fn empty_null() -> Vec<String> {
+    vec![String::new()]
+}
+fn infer_rows() -> usize {
+    10_000
+}
+fn split_size() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+/// `[source] type = "csv"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSourceConfig {
+    /// Always `"csv"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A file, a directory (every `.csv`/`.tsv` in it) or a glob.
+    pub url: String,
+    /// The first record names the columns (default true).
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// Field delimiter (default `,`).
+    #[serde(default = "comma")]
+    pub delimiter: char,
+    /// Quote character (default `"`).
+    #[serde(default = "dquote")]
+    pub quote: char,
+    /// Escape character inside quotes; by default quotes are doubled (`""`).
+    #[serde(default)]
+    pub escape: Option<char>,
+    /// Lines starting with this character are skipped.
+    #[serde(default)]
+    pub comment: Option<char>,
+    /// Values read as NULL (default `[""]`).
+    #[serde(default = "empty_null")]
+    pub null_values: Vec<String>,
+    /// The full schema, in column order: `["id:int64", "name:utf8", …]`.
+    /// Without it the schema is inferred from a sample.
+    #[serde(default)]
+    pub schema: Option<Vec<String>>,
+    /// Types for some columns, overriding inference: `{ phone = "utf8" }`.
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
+    /// Rows sampled for inference (default 10000).
+    #[serde(default = "infer_rows")]
+    pub infer_rows: usize,
+    /// Files larger than this are split into partitions of about this
+    /// size (default 64MiB); `0` never splits.
+    #[serde(default = "split_size")]
+    pub split_size: ByteSize,
+}
+
+fn ascii(cfg: &ConnectorConfig, field: &str, c: char) -> Result<u8, SpecError> {
+    if c.is_ascii() {
+        Ok(c as u8)
+    } else {
+        Err(cfg.error(
+            field,
+            format!("expected a single ASCII character, found {c:?}"),
+        ))
+    }
+}
+
+impl CsvSourceConfig {
+    fn check(&self, cfg: &ConnectorConfig) -> Result<Dialect, SpecError> {
+        let d = Dialect {
+            delimiter: ascii(cfg, "delimiter", self.delimiter)?,
+            quote: ascii(cfg, "quote", self.quote)?,
+            escape: self.escape.map(|c| ascii(cfg, "escape", c)).transpose()?,
+            comment: self.comment.map(|c| ascii(cfg, "comment", c)).transpose()?,
+        };
+        if let Some(s) = &self.schema {
+            parse_schema(s).map_err(|e| cfg.error("schema", e))?;
+        }
+        for (col, ty) in &self.types {
+            if super::types::parse_type(ty).is_none() {
+                return Err(cfg.error(
+                    "types",
+                    format!(
+                        "column `{col}`: unknown type `{ty}`; expected one of {}",
+                        super::types::TYPE_NAMES
+                    ),
+                ));
+            }
+        }
+        Ok(d)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dialect {
+    delimiter: u8,
+    quote: u8,
+    escape: Option<u8>,
+    comment: Option<u8>,
+}
+
+impl Dialect {
+    fn reader(&self) -> Reader {
+        ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .quote(self.quote)
+            .escape(self.escape)
+            .double_quote(self.escape.is_none())
+            .comment(self.comment)
+            .build()
+    }
+}
+
+/// Parses complete records from `input`; the last record counts only when
+/// `eof`. Returns the records and the bytes consumed by them.
+fn parse_records(d: &Dialect, input: &[u8], eof: bool, max: usize) -> (Vec<Vec<Vec<u8>>>, usize) {
+    let mut rdr = d.reader();
+    let mut out = vec![0u8; input.len() + 16];
+    let mut ends = vec![0usize; 1024];
+    let mut records = Vec::new();
+    let (mut pos, mut consumed, mut olen, mut elen) = (0, 0, 0, 0);
+    while records.len() < max {
+        let inp = if pos < input.len() {
+            &input[pos..]
+        } else {
+            &[][..]
+        };
+        if inp.is_empty() && !eof {
+            break;
+        }
+        let (res, nin, nout, nend) = rdr.read_record(inp, &mut out[olen..], &mut ends[elen..]);
+        pos += nin;
+        olen += nout;
+        elen += nend;
+        match res {
+            ReadRecordResult::InputEmpty => {
+                if !eof {
+                    break;
+                }
+            }
+            ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
+            ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+            ReadRecordResult::Record => {
+                let mut start = 0;
+                let rec = ends[..elen]
+                    .iter()
+                    .map(|&e| {
+                        let f = out[start..e].to_vec();
+                        start = e;
+                        f
+                    })
+                    .collect();
+                records.push(rec);
+                consumed = pos;
+                out.iter_mut().take(olen).for_each(|b| *b = 0);
+                olen = 0;
+                elen = 0;
+            }
+            ReadRecordResult::End => break,
+        }
+    }
+    (records, consumed)
+}
+
+/// Type inference over sampled values of one column.
+#[derive(Debug)]
+struct Guess {
+    nonnull: usize,
+    int: bool,
+    dec: bool,
+    dec_int_digits: usize,
+    dec_scale: usize,
+    float: bool,
+    boolean: bool,
+    date: bool,
+    ts: bool,
+    ts_tz: bool,
+    ts_naive: bool,
+}
+
+impl Default for Guess {
+    fn default() -> Self {
+        Guess {
+            nonnull: 0,
+            int: true,
+            dec: true,
+            dec_int_digits: 0,
+            dec_scale: 0,
+            float: true,
+            boolean: true,
+            date: true,
+            ts: true,
+            ts_tz: false,
+            ts_naive: false,
+        }
+    }
+}
+
+/// `(integer digits, fraction digits)` of a plain decimal literal without
+/// superfluous leading zeros, or `None`.
+fn plain_number(s: &str) -> Option<(usize, Option<usize>)> {
+    let b = s.strip_prefix(['-', '+']).unwrap_or(s).as_bytes();
+    let (int, frac) = match b.iter().position(|&c| c == b'.') {
+        Some(p) => (&b[..p], Some(&b[p + 1..])),
+        None => (b, None),
+    };
+    if int.is_empty() || !int.iter().all(u8::is_ascii_digit) || (int.len() > 1 && int[0] == b'0') {
+        return None;
+    }
+    match frac {
+        Some(f) if f.is_empty() || !f.iter().all(u8::is_ascii_digit) => None,
+        Some(f) => Some((int.len(), Some(f.len()))),
+        None => Some((int.len(), None)),
+    }
+}
+
+fn has_offset(s: &str) -> bool {
+    if s.ends_with('Z') || s.ends_with('z') {
+        return true;
+    }
+    // An offset such as +08:00 or -0500 after the time part.
+    let time = s.rsplit_once([' ', 'T']).map_or("", |(_, t)| t);
+    time.contains('+') || time.contains('-')
+}
+
+impl Guess {
+    fn add(&mut self, s: &str) {
+        self.nonnull += 1;
+        let num = plain_number(s);
+        self.int &= matches!(num, Some((d, None)) if d <= 15);
+        match num {
+            Some((i, f)) if i + f.unwrap_or(0) <= 38 => {
+                self.dec_int_digits = self.dec_int_digits.max(i);
+                self.dec_scale = self.dec_scale.max(f.unwrap_or(0));
+            }
+            _ => self.dec = false,
+        }
+        self.float &= Float64Type::parse(s).is_some();
+        self.boolean &= s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false");
+        self.date &= s.len() == 10 && Date32Type::parse(s).is_some();
+        if self.ts {
+            self.ts =
+                s.len() >= 16 && s.contains(':') && string_to_datetime(&chrono::Utc, s).is_ok();
+            if has_offset(s) {
+                self.ts_tz = true;
+            } else {
+                self.ts_naive = true;
+            }
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        if self.nonnull == 0 {
+            DataType::Utf8
+        } else if self.boolean {
+            DataType::Boolean
+        } else if self.int {
+            DataType::Int64
+        } else if self.dec && self.dec_scale > 0 && self.dec_int_digits + self.dec_scale <= 38 {
+            let p = if self.dec_int_digits + self.dec_scale <= 16 {
+                18
+            } else {
+                38
+            };
+            DataType::Decimal128(p, self.dec_scale as i8)
+        } else if self.float && !self.dec && !self.int {
+            // Only when some value is not a plain decimal (exponents, NaN…).
+            DataType::Float64
+        } else if self.date {
+            DataType::Date32
+        } else if self.ts && !(self.ts_tz && self.ts_naive) {
+            DataType::Timestamp(TimeUnit::Microsecond, self.ts_tz.then(|| "UTC".into()))
+        } else {
+            DataType::Utf8
+        }
+    }
+}
+
+/// Infers column types from sampled records.
+fn infer_types(records: &[Vec<Vec<u8>>], ncols: usize, nulls: &[Vec<u8>]) -> Vec<DataType> {
+    let mut guesses: Vec<Guess> = (0..ncols).map(|_| Guess::default()).collect();
+    for rec in records.iter().filter(|r| r.len() == ncols) {
+        for (g, f) in guesses.iter_mut().zip(rec) {
+            if nulls.iter().any(|n| n == f) {
+                continue;
+            }
+            match std::str::from_utf8(f) {
+                Ok(s) => g.add(s),
+                Err(_) => {
+                    g.nonnull += 1;
+                    g.int = false;
+                    g.dec = false;
+                    g.float = false;
+                    g.boolean = false;
+                    g.date = false;
+                    g.ts = false;
+                }
+            }
+        }
+    }
+    guesses.iter().map(Guess::data_type).collect()
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    file: usize,
+    start: u64,
+    end: u64,
+    /// Row number (header = row 1) of the first record, when the partition
+    /// starts a file.
+    first_row: Option<u64>,
+}
+
+/// A planned CSV source.
+pub struct CsvSource {
+    loc: Location,
+    files: Vec<FileMeta>,
+    parts: Vec<Part>,
+    infos: Vec<PartitionInfo>,
+    schema: SchemaRef,
+    dialect: Dialect,
+    nulls: Arc<Vec<Vec<u8>>>,
+    io: tokio::runtime::Handle,
+    batch_rows: usize,
+}
+
+/// Registers `type = "csv"`.
+pub struct CsvSourceFactory;
+
+impl SourceFactory for CsvSourceFactory {
+    fn kind(&self) -> &'static str {
+        "csv"
+    }
+
+    fn validate(&self, cfg: &ConnectorConfig) -> Result<(), SpecError> {
+        let c: CsvSourceConfig = cfg.parse()?;
+        c.check(cfg)?;
+        Ok(())
+    }
+
+    fn build(&self, cfg: &ConnectorConfig, ctx: &BuildContext) -> Result<Arc<dyn Source>> {
+        let c: CsvSourceConfig = cfg.parse()?;
+        let dialect = c.check(cfg)?;
+        let loc = Location::parse(&c.url)?;
+        let files = loc.list_files(&ctx.io, &["csv", "tsv", "txt"])?;
+        let nulls: Vec<Vec<u8>> = c
+            .null_values
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+
+        // Header and sample from the first file.
+        let first = &files[0];
+        let sample_len = first.size.min(4 << 20);
+        let sample = loc.get_range(&ctx.io, &first.path, 0..sample_len)?;
+        let eof = sample_len == first.size;
+        let (records, _) = parse_records(&dialect, &sample, eof, c.infer_rows + 1);
+        let ncols_sample = records.first().map_or(0, |r| r.len());
+        let header: Option<Vec<String>> = if c.header {
+            let h = records.first().ok_or_else(|| {
+                Error::bad_data(
+                    RowLocation {
+                        file: first.display.clone(),
+                        row: Some(1),
+                        ..Default::default()
+                    },
+                    "file is empty: expected a header row",
+                )
+            })?;
+            Some(dedupe_names(
+                h.iter()
+                    .map(|f| String::from_utf8_lossy(f).trim().to_string())
+                    .collect(),
+            ))
+        } else {
+            None
+        };
+        let data_records = if c.header {
+            &records[1.min(records.len())..]
+        } else {
+            &records[..]
+        };
+        let schema = if let Some(entries) = &c.schema {
+            let s = parse_schema(entries).map_err(|e| cfg.error("schema", e))?;
+            if ncols_sample != 0 && s.fields().len() != ncols_sample {
+                return Err(Error::Config(format!(
+                    "{}: the spec's schema has {} columns but the file has {ncols_sample}",
+                    first.display,
+                    s.fields().len()
+                )));
+            }
+            s
+        } else {
+            let names = header
+                .clone()
+                .unwrap_or_else(|| (1..=ncols_sample).map(|i| format!("column_{i}")).collect());
+            let types = infer_types(data_records, names.len(), &nulls);
+            Schema::new(
+                names
+                    .iter()
+                    .zip(types)
+                    .map(|(n, t)| Field::new(n, t, true))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for (col, ty) in &c.types {
+            let f = fields.iter_mut().find(|f| f.name() == col).ok_or_else(|| {
+                cfg.error(
+                    "types",
+                    format!("no column named `{col}` in {}", first.display),
+                )
+            })?;
+            *f = Field::new(col, super::types::parse_type(ty).expect("checked"), true);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let ncols = schema.fields().len();
+        if ncols == 0 {
+            return Err(Error::bad_data(
+                RowLocation {
+                    file: first.display.clone(),
+                    ..Default::default()
+                },
+                "no columns found",
+            ));
+        }
+
+        // Plan partitions per file.
+        let mut parts = Vec::new();
+        for (fi, f) in files.iter().enumerate() {
+            let head_len = f.size.min(1 << 20);
+            let head = if fi == 0 && head_len <= sample.len() as u64 {
+                sample.slice(0..head_len as usize)
+            } else {
+                loc.get_range(&ctx.io, &f.path, 0..head_len)?
+            };
+            let data_start = if c.header {
+                let (recs, consumed) = parse_records(&dialect, &head, head_len == f.size, 1);
+                let h = recs.first().ok_or_else(|| {
+                    Error::bad_data(
+                        RowLocation {
+                            file: f.display.clone(),
+                            row: Some(1),
+                            ..Default::default()
+                        },
+                        "file is empty: expected a header row",
+                    )
+                })?;
+                let names = dedupe_names(
+                    h.iter()
+                        .map(|x| String::from_utf8_lossy(x).trim().to_string())
+                        .collect(),
+                );
+                if Some(&names) != header.as_ref() {
+                    return Err(Error::bad_data(
+                        RowLocation {
+                            file: f.display.clone(),
+                            row: Some(1),
+                            ..Default::default()
+                        },
+                        format!(
+                            "header {names:?} differs from {:?} in {}",
+                            header.clone().unwrap_or_default(),
+                            files[0].display
+                        ),
+                    ));
+                }
+                consumed as u64
+            } else {
+                0
+            };
+            let mut cuts = vec![data_start];
+            let split = c.split_size.0;
+            if split > 0 && f.size - data_start > split + split / 4 {
+                let mut nominal = data_start + split;
+                while nominal + split / 4 < f.size {
+                    if let Some(b) = find_boundary(&loc, &ctx.io, f, nominal, &dialect, ncols)? {
+                        if b > *cuts.last().expect("non-empty") && b < f.size {
+                            cuts.push(b);
+                        }
+                    }
+                    nominal += split;
+                }
+            }
+            cuts.push(f.size);
+            for (k, w) in cuts.windows(2).enumerate() {
+                parts.push(Part {
+                    file: fi,
+                    start: w[0],
+                    end: w[1],
+                    first_row: (k == 0).then_some(if c.header { 2 } else { 1 }),
+                });
+            }
+        }
+        let infos = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PartitionInfo {
+                index: i,
+                label: format!("{}[{}..{}]", files[p.file].display, p.start, p.end),
+                bytes: p.end - p.start,
+            })
+            .collect();
+        Ok(Arc::new(CsvSource {
+            loc,
+            files,
+            parts,
+            infos,
+            schema,
+            dialect,
+            nulls: Arc::new(nulls),
+            io: ctx.io.clone(),
+            batch_rows: ctx.batch_rows,
+        }))
+    }
+}
+
+fn dedupe_names(names: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let base = if n.is_empty() {
+                format!("column_{}", i + 1)
+            } else {
+                n
+            };
+            let mut name = base.clone();
+            let mut k = 2;
+            while !seen.insert(name.clone()) {
+                name = format!("{base}_{k}");
+                k += 1;
+            }
+            name
+        })
+        .collect()
+}
+
+/// The first record boundary at or after `nominal`: just after a newline
+/// from which the following records parse with the expected field count
+/// (so a cut never lands inside a quoted field that spans lines).
+fn find_boundary(
+    loc: &Location,
+    io: &tokio::runtime::Handle,
+    f: &FileMeta,
+    nominal: u64,
+    d: &Dialect,
+    ncols: usize,
+) -> Result<Option<u64>> {
+    let end = (nominal + (1 << 20)).min(f.size);
+    let window = loc.get_range(io, &f.path, nominal..end)?;
+    let eof = end == f.size;
+    let newlines = window
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .map(|(i, _)| i)
+        .take(64);
+    for nl in newlines {
+        let rest = &window[nl + 1..];
+        if rest.is_empty() {
+            continue;
+        }
+        let (recs, _) = parse_records(d, rest, eof, 50);
+        if !recs.is_empty() && recs.iter().all(|r| r.len() == ncols) {
+            return Ok(Some(nominal + nl as u64 + 1));
+        }
+    }
+    Ok(None)
+}
+
+impl Source for CsvSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn partitions(&self) -> &[PartitionInfo] {
+        &self.infos
+    }
+
+    fn open(&self, partition: usize) -> Result<Box<dyn SourceReader>> {
+        let p = self.parts[partition].clone();
+        let f = &self.files[p.file];
+        let chunks = ChunkStream::spawn(
+            &self.io,
+            self.loc.store.clone(),
+            f.path.clone(),
+            f.display.clone(),
+            p.start..p.end,
+            CHUNK,
+        );
+        Ok(Box::new(CsvReader {
+            chunks,
+            file: f.display.clone(),
+            rdr: self.dialect.reader(),
+            schema: self.schema.clone(),
+            nulls: self.nulls.clone(),
+            batch_rows: self.batch_rows,
+            buf: bytes::Bytes::new(),
+            pos: 0,
+            eof: false,
+            done: false,
+            start: p.start,
+            offset: p.start,
+            rec_start: p.start,
+            first_row: p.first_row,
+            records: 0,
+            data: vec![0; 1 << 20],
+            ends: vec![0; 1 << 16],
+            data_len: 0,
+            ends_len: 1,
+            rows: Vec::new(),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        if self.files.len() == 1 {
+            self.files[0].display.clone()
+        } else {
+            format!("{} ({} files)", self.loc.url, self.files.len())
+        }
+    }
+}
+
+struct CsvReader {
+    chunks: ChunkStream,
+    file: String,
+    rdr: Reader,
+    schema: SchemaRef,
+    nulls: Arc<Vec<Vec<u8>>>,
+    batch_rows: usize,
+    buf: bytes::Bytes,
+    pos: usize,
+    eof: bool,
+    done: bool,
+    start: u64,
+    offset: u64,
+    rec_start: u64,
+    first_row: Option<u64>,
+    records: u64,
+    /// Field bytes of the batch, back to back.
+    data: Vec<u8>,
+    /// `ends[0] = 0`, then the end of every field in `data`.
+    ends: Vec<usize>,
+    data_len: usize,
+    ends_len: usize,
+    /// Byte offset and record number of each row in the batch.
+    rows: Vec<(u64, u64)>,
+}
+
+impl CsvReader {
+    fn location(&self, offset: u64, record: u64, column: Option<String>) -> RowLocation {
+        RowLocation {
+            file: self.file.clone(),
+            row: self.first_row.map(|r| r + record - 1),
+            byte_offset: Some(offset),
+            column,
+        }
+    }
+
+    fn field_values(&self, range: std::ops::Range<usize>, base: usize) -> Vec<String> {
+        let mut start = 0;
+        self.ends[range]
+            .iter()
+            .map(|&e| {
+                let v = String::from_utf8_lossy(&self.data[base + start..base + e]).into_owned();
+                start = e;
+                v
+            })
+            .collect()
+    }
+
+    /// Tokenizes up to `batch_rows` records into `data`/`ends`.
+    fn fill(&mut self, rejects: &mut Rejects) -> Result<()> {
+        let ncols = self.schema.fields().len();
+        self.data_len = 0;
+        self.ends_len = 1;
+        self.rows.clear();
+        let (mut rec_data, mut rec_ends) = (0usize, 1usize);
+        while self.rows.len() < self.batch_rows && !self.done {
+            if self.pos >= self.buf.len() && !self.eof {
+                match self.chunks.next_chunk()? {
+                    Some(b) => {
+                        self.buf = b;
+                        self.pos = 0;
+                    }
+                    None => self.eof = true,
+                }
+            }
+            let input = if self.eof {
+                &[][..]
+            } else {
+                &self.buf[self.pos..]
+            };
+            let (res, nin, nout, nend) = self.rdr.read_record(
+                input,
+                &mut self.data[self.data_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            self.pos += nin;
+            self.offset += nin as u64;
+            self.data_len += nout;
+            self.ends_len += nend;
+            match res {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => {
+                    let n = self.data.len() * 2;
+                    self.data.resize(n, 0);
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    let n = self.ends.len() * 2;
+                    self.ends.resize(n, 0);
+                }
+                ReadRecordResult::Record => {
+                    let rec_offset = self.rec_start;
+                    self.rec_start = self.offset;
+                    self.records += 1;
+                    let nfields = self.ends_len - rec_ends;
+                    if nfields != ncols {
+                        let values = self.field_values(rec_ends..self.ends_len, rec_data);
+                        self.data_len = rec_data;
+                        self.ends_len = rec_ends;
+                        let loc = self.location(rec_offset, self.records, None);
+                        rejects.reject(
+                            DirtyRow::row(loc, format!("expected {ncols} fields, found {nfields}"))
+                                .with_values(values),
+                        )?;
+                        continue;
+                    }
+                    for e in &mut self.ends[rec_ends..self.ends_len] {
+                        *e += rec_data;
+                    }
+                    rec_data = self.data_len;
+                    rec_ends = self.ends_len;
+                    self.rows.push((rec_offset, self.records));
+                }
+                ReadRecordResult::End => self.done = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Converts the tokenized batch into typed columns; rows with a value
+    /// that does not parse are rejected and filtered out.
+    fn convert(&self, rejects: &mut Rejects) -> Result<RecordBatch> {
+        let ncols = self.schema.fields().len();
+        let nrows = self.rows.len();
+        let data = &self.data[..self.data_len];
+        let bounds = &self.ends[..self.ends_len];
+        // Fast path: one validation of the whole buffer; sound per field
+        // because every field boundary is also checked to be a char boundary.
+        let text = std::str::from_utf8(data)
+            .ok()
+            .filter(|t| bounds.iter().all(|&b| t.is_char_boundary(b)));
+        let mut bad: Vec<(usize, usize, String)> = Vec::new();
+        let only_empty_null = self.nulls.len() == 1 && self.nulls[0].is_empty();
+        let field = |r: usize, c: usize| -> &[u8] {
+            let k = r * ncols + c;
+            &data[bounds[k]..bounds[k + 1]]
+        };
+        let is_null = |f: &[u8]| {
+            if only_empty_null {
+                f.is_empty()
+            } else {
+                self.nulls.iter().any(|n| n.as_slice() == f)
+            }
+        };
+        let get_str = |r: usize, c: usize| -> Result<&str, String> {
+            let k = r * ncols + c;
+            match text {
+                Some(t) => Ok(&t[bounds[k]..bounds[k + 1]]),
+                None => {
+                    std::str::from_utf8(field(r, c)).map_err(|e| format!("invalid UTF-8 ({e})"))
+                }
+            }
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(ncols);
+        for (c, f) in self.schema.fields().iter().enumerate() {
+            let mut fail = |r: usize, msg: String| bad.push((r, c, msg));
+            let arr: ArrayRef = match f.data_type() {
+                DataType::Utf8 => {
+                    let mut b = StringBuilder::with_capacity(
+                        nrows,
+                        bounds[bounds.len() - 1] / ncols.max(1) + 1,
+                    );
+                    for r in 0..nrows {
+                        if is_null(field(r, c)) {
+                            b.append_null();
+                            continue;
+                        }
+                        match get_str(r, c) {
+                            Ok(s) => b.append_value(s),
+                            Err(e) => {
+                                b.append_null();
+                                fail(r, e);
+                            }
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                DataType::Boolean => {
+                    let mut b = BooleanBuilder::with_capacity(nrows);
+                    for r in 0..nrows {
+                        if is_null(field(r, c)) {
+                            b.append_null();
+                            continue;
+                        }
+                        match get_str(r, c).ok().and_then(parse_bool) {
+                            Some(v) => b.append_value(v),
+                            None => {
+                                b.append_null();
+                                fail(
+                                    r,
+                                    format!(
+                                        "{:?} is not a boolean",
+                                        String::from_utf8_lossy(field(r, c))
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                DataType::Int8 => {
+                    prim::<Int8Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "int8")
+                }
+                DataType::Int16 => {
+                    prim::<Int16Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "int16")
+                }
+                DataType::Int32 => {
+                    prim::<Int32Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "int32")
+                }
+                DataType::Int64 => {
+                    prim::<Int64Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "int64")
+                }
+                DataType::UInt8 => {
+                    prim::<UInt8Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "uint8")
+                }
+                DataType::UInt16 => {
+                    prim::<UInt16Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "uint16")
+                }
+                DataType::UInt32 => {
+                    prim::<UInt32Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "uint32")
+                }
+                DataType::UInt64 => {
+                    prim::<UInt64Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "uint64")
+                }
+                DataType::Float32 => {
+                    prim::<Float32Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "float32")
+                }
+                DataType::Float64 => {
+                    prim::<Float64Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "float64")
+                }
+                DataType::Date32 => prim::<Date32Type>(
+                    nrows,
+                    c,
+                    &get_str,
+                    &is_null,
+                    &field,
+                    &mut fail,
+                    "date (YYYY-MM-DD)",
+                ),
+                DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+                    let mut b = PrimitiveBuilder::<TimestampMicrosecondType>::with_capacity(nrows);
+                    for r in 0..nrows {
+                        if is_null(field(r, c)) {
+                            b.append_null();
+                            continue;
+                        }
+                        match get_str(r, c)
+                            .ok()
+                            .and_then(|s| string_to_datetime(&chrono::Utc, s).ok())
+                        {
+                            Some(dt) => b.append_value(dt.timestamp_micros()),
+                            None => {
+                                b.append_null();
+                                fail(
+                                    r,
+                                    format!(
+                                        "{:?} is not a timestamp",
+                                        String::from_utf8_lossy(field(r, c))
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    Arc::new(b.finish().with_timezone_opt(tz.clone()))
+                }
+                DataType::Decimal128(p, s) => {
+                    let (p, s) = (*p, *s);
+                    let mut b = Decimal128Builder::with_capacity(nrows);
+                    for r in 0..nrows {
+                        if is_null(field(r, c)) {
+                            b.append_null();
+                            continue;
+                        }
+                        match get_str(r, c).and_then(|v| decimal(v, p, s)) {
+                            Ok(v) => b.append_value(v),
+                            Err(e) => {
+                                b.append_null();
+                                fail(r, e);
+                            }
+                        }
+                    }
+                    Arc::new(
+                        b.finish()
+                            .with_precision_and_scale(p, s)
+                            .map_err(|e| Error::Internal(e.to_string()))?,
+                    )
+                }
+                other => {
+                    return Err(Error::Config(format!(
+                        "csv source: column `{}` has unsupported type {other}",
+                        f.name()
+                    )))
+                }
+            };
+            columns.push(arr);
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if bad.is_empty() {
+            return Ok(batch);
+        }
+        bad.sort_by_key(|(r, c, _)| (*r, *c));
+        bad.dedup_by_key(|(r, _, _)| *r);
+        let mut keep = vec![true; nrows];
+        for (r, c, msg) in bad {
+            keep[r] = false;
+            let (off, rec) = self.rows[r];
+            let values = (0..ncols)
+                .map(|k| String::from_utf8_lossy(field(r, k)).into_owned())
+                .collect();
+            let col = self.schema.field(c).name().clone();
+            rejects.reject(
+                DirtyRow::row(self.location(off, rec, Some(col)), msg).with_values(values),
+            )?;
+        }
+        arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep))
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" | "1" => Some(true),
+        "false" | "f" | "no" | "n" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn decimal(v: &str, p: u8, s: i8) -> Result<i128, String> {
+    let t = v.trim();
+    let frac = t.split_once('.').map_or(0, |(_, f)| f.len());
+    if frac > s as usize {
+        return Err(format!(
+            "{v:?} has {frac} decimal places; the column is decimal({p},{s})"
+        ));
+    }
+    parse_decimal::<Decimal128Type>(t, p, s).map_err(|_| format!("{v:?} is not a decimal({p},{s})"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prim<'a, T: ArrowPrimitiveType + Parser>(
+    nrows: usize,
+    c: usize,
+    get_str: &dyn Fn(usize, usize) -> Result<&'a str, String>,
+    is_null: &dyn Fn(&[u8]) -> bool,
+    field: &dyn Fn(usize, usize) -> &'a [u8],
+    fail: &mut dyn FnMut(usize, String),
+    what: &str,
+) -> ArrayRef {
+    let mut b = PrimitiveBuilder::<T>::with_capacity(nrows);
+    for r in 0..nrows {
+        let f = field(r, c);
+        if is_null(f) {
+            b.append_null();
+            continue;
+        }
+        match get_str(r, c).ok().and_then(T::parse) {
+            Some(v) => b.append_value(v),
+            None => {
+                b.append_null();
+                fail(
+                    r,
+                    format!("{:?} is not a valid {what}", String::from_utf8_lossy(f)),
+                );
+            }
+        }
+    }
+    Arc::new(b.finish())
+}
+
+impl SourceReader for CsvReader {
+    fn next_batch(&mut self, rejects: &mut Rejects) -> Result<Option<RecordBatch>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            self.fill(rejects)?;
+            if self.rows.is_empty() {
+                if self.done {
+                    return Ok(None);
+                }
+                continue;
+            }
+            return self.convert(rejects).map(Some);
+        }
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.offset - self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types(rows: &[&[&str]]) -> Vec<DataType> {
+        let recs: Vec<Vec<Vec<u8>>> = rows
+            .iter()
+            .map(|r| r.iter().map(|s| s.as_bytes().to_vec()).collect())
+            .collect();
+        infer_types(&recs, rows[0].len(), &[vec![]])
+    }
+
+    #[test]
+    fn inference_keeps_codes_as_strings() {
+        let t = types(&[
+            &[
+                "1",
+                "13812345678",
+                "110101199003071234",
+                "01000",
+                "11010119900307123X",
+                "12.50",
+                "2024-01-02 03:04:05",
+                "2024-01-02",
+                "true",
+            ],
+            &[
+                "2",
+                "13912345678",
+                "110101199003071235",
+                "10000",
+                "110101199003071234",
+                "7",
+                "2024-01-02 03:04:06",
+                "2024-01-03",
+                "false",
+            ],
+        ]);
+        assert_eq!(
+            t,
+            vec![
+                DataType::Int64,
+                DataType::Int64,
+                DataType::Utf8,
+                DataType::Utf8,
+                DataType::Utf8,
+                DataType::Decimal128(18, 2),
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                DataType::Date32,
+                DataType::Boolean,
+            ]
+        );
+    }
+
+    #[test]
+    fn inference_floats_and_tz() {
+        let t = types(&[
+            &["1e5", "2024-01-02T03:04:05Z", ""],
+            &["NaN", "2024-01-02T03:04:05+08:00", ""],
+        ]);
+        assert_eq!(
+            t,
+            vec![
+                DataType::Float64,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                DataType::Utf8
+            ]
+        );
+    }
+
+    #[test]
+    fn decimal_refuses_to_round() {
+        assert_eq!(
+            decimal("12.345", 18, 2).unwrap_err(),
+            "\"12.345\" has 3 decimal places; the column is decimal(18,2)"
+        );
+        assert_eq!(decimal("-12.3", 18, 2).unwrap(), -1230);
+    }
+}

@@ -1,0 +1,852 @@
+//! File sinks: Parquet, Arrow IPC, CSV and JSON lines, to a single file or
+//! a directory of parts, on any object store.
+//!
+//! Every partition is written as a multipart upload to a staging directory
+//! beside the target (`.NAME.tidex/run-ID/part-00003.parquet`), which
+//! becomes visible only when the upload completes: that is the partition's
+//! atomic commit. Publishing a finished run:
+//!
+//! * directory, `overwrite`: local directories are swapped by two renames,
+//!   so a reader sees the old run or the new one, never a mix; on object
+//!   stores the old parts are deleted before the new ones move in.
+//! * directory, `append`: parts move in under run-unique names.
+//! * single file: the parts are concatenated (Parquet row groups are copied
+//!   without re-encoding) into one staged file that is renamed over the
+//!   target; `append` puts the existing target first.
+//!
+//! Each step is recorded in the publish journal, so a publish cut short by
+//! a crash finishes on resume without repeating a step.
+
+use super::io::{ChunkStream, RangeReader, UploadWriter, CHUNK};
+use super::location::Location;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow::ipc::CompressionType;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{ChunkReader, Length};
+use serde::Deserialize;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tidex_engine::{
+    BuildContext, CommittedPart, ConnectorConfig, Error, PartitionInfo, PartitionWriter,
+    PublishJournal, Result, RunInfo, Sink, SinkFactory, SpecError,
+};
+
+/// What to do with output already at the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Replace it: once the run completes the target holds exactly its output.
+    #[default]
+    Overwrite,
+    /// Add this run's output to it.
+    Append,
+    /// Refuse to run if the target exists.
+    Fail,
+}
+
+fn row_group_rows() -> usize {
+    1 << 20
+}
+
+/// `[sink] type = "parquet" | "arrow" | "csv" | "jsonl"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The output format.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A file (`out.parquet`) or a directory of parts (`out/people/`).
+    pub url: String,
+    /// `overwrite` (default), `append` or `fail`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Parquet: `zstd` (default), `snappy`, `lz4`, `none`. Arrow: `zstd`
+    /// (default), `lz4`, `none`. CSV and JSON lines: `none`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// zstd level, 1–22 (default 1).
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    /// Parquet: rows per row group (default 1048576).
+    #[serde(default = "row_group_rows")]
+    pub row_group_rows: usize,
+    /// CSV: write a header row (default true).
+    #[serde(default)]
+    pub header: Option<bool>,
+    /// CSV: field delimiter (default `,`).
+    #[serde(default)]
+    pub delimiter: Option<char>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Parquet,
+    Arrow,
+    Csv,
+    Jsonl,
+}
+
+impl Format {
+    fn ext(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Arrow => "arrow",
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Codec {
+    None,
+    Zstd(i32),
+    Snappy,
+    Lz4,
+}
+
+impl FileSinkConfig {
+    fn check(&self, cfg: &ConnectorConfig, format: Format) -> Result<Codec, SpecError> {
+        let level = self.compression_level.unwrap_or(1);
+        if !(1..=22).contains(&level) {
+            return Err(cfg.error("compression_level", "expected a zstd level from 1 to 22"));
+        }
+        let name = self.compression.as_deref().map(str::to_ascii_lowercase);
+        let codec = match (format, name.as_deref()) {
+            (Format::Parquet | Format::Arrow, None | Some("zstd")) => Codec::Zstd(level),
+            (_, Some("none" | "uncompressed")) | (Format::Csv | Format::Jsonl, None) => Codec::None,
+            (Format::Parquet, Some("snappy")) => Codec::Snappy,
+            (Format::Parquet | Format::Arrow, Some("lz4")) => Codec::Lz4,
+            (f, Some(other)) => {
+                let known = match f {
+                    Format::Parquet => "zstd, snappy, lz4, none",
+                    Format::Arrow => "zstd, lz4, none",
+                    _ => "none (compressed CSV and JSON lines arrive with the compress stage)",
+                };
+                return Err(cfg.error(
+                    "compression",
+                    format!(
+                        "unknown compression `{other}` for {}; expected {known}",
+                        f.ext()
+                    ),
+                ));
+            }
+        };
+        if format != Format::Csv && (self.header.is_some() || self.delimiter.is_some()) {
+            let field = if self.header.is_some() {
+                "header"
+            } else {
+                "delimiter"
+            };
+            return Err(cfg.error(
+                field,
+                format!("only applies to csv sinks, not {}", format.ext()),
+            ));
+        }
+        if self.delimiter.is_some_and(|d| !d.is_ascii()) {
+            return Err(cfg.error("delimiter", "expected a single ASCII character"));
+        }
+        if self.row_group_rows == 0 {
+            return Err(cfg.error("row_group_rows", "must be at least 1"));
+        }
+        Ok(codec)
+    }
+}
+
+/// Registers one file sink format.
+pub struct FileSinkFactory(&'static str);
+
+impl FileSinkFactory {
+    /// All file sink factories.
+    pub fn all() -> [FileSinkFactory; 4] {
+        [
+            FileSinkFactory("parquet"),
+            FileSinkFactory("arrow"),
+            FileSinkFactory("csv"),
+            FileSinkFactory("jsonl"),
+        ]
+    }
+
+    fn format(&self) -> Format {
+        match self.0 {
+            "parquet" => Format::Parquet,
+            "arrow" => Format::Arrow,
+            "csv" => Format::Csv,
+            _ => Format::Jsonl,
+        }
+    }
+}
+
+impl SinkFactory for FileSinkFactory {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+
+    fn validate(&self, cfg: &ConnectorConfig) -> Result<(), SpecError> {
+        let c: FileSinkConfig = cfg.parse()?;
+        c.check(cfg, self.format()).map(|_| ())
+    }
+
+    fn build(&self, cfg: &ConnectorConfig, ctx: &BuildContext) -> Result<Arc<dyn Sink>> {
+        let c: FileSinkConfig = cfg.parse()?;
+        let codec = c.check(cfg, self.format())?;
+        let loc = Location::parse(&c.url)?;
+        if loc.glob.is_some() {
+            return Err(cfg.error("url", "a sink URL cannot contain a glob").into());
+        }
+        let is_dir = loc.is_dir() || !c.url.rsplit('/').next().unwrap_or("").contains('.');
+        let name = loc.path.filename().unwrap_or("").to_string();
+        let parent = Path::from_iter(
+            loc.path
+                .parts()
+                .take(loc.path.parts().count().saturating_sub(1)),
+        );
+        let staging = parent.clone().join(if name.is_empty() {
+            ".tidex-staging".to_string()
+        } else {
+            format!(".{name}.tidex")
+        });
+        let staging_fs = loc.local.as_ref().map(|l| {
+            let p = l.parent().unwrap_or(l).to_path_buf();
+            p.join(if name.is_empty() {
+                ".tidex-staging".to_string()
+            } else {
+                format!(".{name}.tidex")
+            })
+        });
+        Ok(Arc::new(FileSink {
+            format: self.format(),
+            codec,
+            cfg: c,
+            loc,
+            is_dir,
+            staging,
+            staging_fs,
+            io: ctx.io.clone(),
+            parts_without_header: AtomicBool::new(false),
+        }))
+    }
+}
+
+/// A file sink.
+pub struct FileSink {
+    format: Format,
+    codec: Codec,
+    cfg: FileSinkConfig,
+    loc: Location,
+    is_dir: bool,
+    staging: Path,
+    staging_fs: Option<std::path::PathBuf>,
+    io: tokio::runtime::Handle,
+    /// CSV into a single file: only partition 0 carries the header, and none
+    /// does when appending to an existing file.
+    parts_without_header: AtomicBool,
+}
+
+impl FileSink {
+    fn run_dir(&self, run_id: i64) -> Path {
+        self.staging.clone().join(format!("run-{run_id}"))
+    }
+
+    fn part_path(&self, run_id: i64, index: usize) -> Path {
+        self.run_dir(run_id)
+            .join(format!("part-{index:05}.{}", self.format.ext()))
+    }
+
+    fn exists(&self, path: &Path) -> Result<bool> {
+        let store = self.loc.store.clone();
+        let p = path.clone();
+        match self.io.block_on(async move { store.head(&p).await }) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::io(format!("checking {}", self.loc.display(path)), e)),
+        }
+    }
+
+    fn target_exists(&self) -> Result<bool> {
+        if self.is_dir {
+            if let Some(l) = &self.loc.local {
+                return Ok(l.is_dir()
+                    && std::fs::read_dir(l)
+                        .map(|mut d| d.next().is_some())
+                        .unwrap_or(false));
+            }
+            Ok(!self.loc.list_under(&self.io, &self.loc.path)?.is_empty())
+        } else {
+            self.exists(&self.loc.path)
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        let store = self.loc.store.clone();
+        let (f, t) = (from.clone(), to.clone());
+        self.io
+            .block_on(async move { store.rename(&f, &t).await })
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "moving {} to {}",
+                        self.loc.display(from),
+                        self.loc.display(to)
+                    ),
+                    e,
+                )
+            })
+    }
+
+    fn delete(&self, path: &Path) -> Result<()> {
+        let store = self.loc.store.clone();
+        let p = path.clone();
+        match self.io.block_on(async move { store.delete(&p).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::io(format!("deleting {}", self.loc.display(path)), e)),
+        }
+    }
+
+    fn remove_tree(&self, dir: &Path, dir_fs: Option<std::path::PathBuf>) -> Result<()> {
+        if let Some(fs) = dir_fs {
+            return match std::fs::remove_dir_all(&fs) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(format!("removing {}", fs.display()), e)),
+            };
+        }
+        for meta in self.loc.list_under(&self.io, dir)? {
+            self.delete(&meta.location)?;
+        }
+        Ok(())
+    }
+
+    fn cleanup(&self, run_id: i64) -> Result<()> {
+        let run_fs = self
+            .staging_fs
+            .as_ref()
+            .map(|s| s.join(format!("run-{run_id}")));
+        self.remove_tree(&self.run_dir(run_id), run_fs)?;
+        if let Some(s) = &self.staging_fs {
+            let _ = std::fs::remove_dir_all(s.join(format!("old-{run_id}")));
+            let _ = std::fs::remove_dir(s); // only when empty
+        }
+        Ok(())
+    }
+
+    fn parquet_props(&self) -> WriterProperties {
+        let compression = match self.codec {
+            Codec::None => Compression::UNCOMPRESSED,
+            Codec::Zstd(l) => Compression::ZSTD(ZstdLevel::try_new(l).unwrap_or_default()),
+            Codec::Snappy => Compression::SNAPPY,
+            Codec::Lz4 => Compression::LZ4_RAW,
+        };
+        WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(self.cfg.row_group_rows))
+            .set_created_by(format!("tidex {}", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    fn ipc_options(&self) -> Result<IpcWriteOptions> {
+        let c = match self.codec {
+            Codec::Zstd(_) => Some(CompressionType::ZSTD),
+            Codec::Lz4 => Some(CompressionType::LZ4_FRAME),
+            _ => None,
+        };
+        IpcWriteOptions::default()
+            .try_with_compression(c)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    fn delimiter(&self) -> u8 {
+        self.cfg.delimiter.map_or(b',', |c| c as u8)
+    }
+
+    fn encoder(&self, w: UploadWriter, schema: &SchemaRef, header: bool) -> Result<Encoder> {
+        let e = |e: &dyn std::fmt::Display| {
+            Error::Internal(format!("opening {} writer: {e}", self.format.ext()))
+        };
+        Ok(match self.format {
+            Format::Parquet => Encoder::Parquet(
+                ArrowWriter::try_new(w, schema.clone(), Some(self.parquet_props()))
+                    .map_err(|x| e(&x))?,
+            ),
+            Format::Arrow => Encoder::Arrow(
+                FileWriter::try_new_with_options(w, schema, self.ipc_options()?)
+                    .map_err(|x| e(&x))?,
+            ),
+            Format::Csv => Encoder::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(header)
+                    .with_delimiter(self.delimiter())
+                    .build(w),
+            ),
+            Format::Jsonl => Encoder::Jsonl(arrow::json::LineDelimitedWriter::new(w)),
+        })
+    }
+
+    fn csv_header(&self, schema: &SchemaRef) -> Vec<u8> {
+        let d = self.delimiter() as char;
+        let names: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let n = f.name();
+                if n.contains([d, '"', '\n', '\r']) {
+                    format!("\"{}\"", n.replace('"', "\"\""))
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
+        let mut h = names.join(&d.to_string()).into_bytes();
+        h.push(b'\n');
+        h
+    }
+
+    /// A reader over a store object for the Parquet concatenation.
+    fn chunk_source(&self, path: &Path) -> Result<Src> {
+        if self.loc.local.is_some() {
+            let fs = std::path::PathBuf::from(format!("/{path}"));
+            if let Ok(f) = std::fs::File::open(&fs) {
+                return Ok(Src::File(f));
+            }
+        }
+        let store = self.loc.store.clone();
+        let p = path.clone();
+        let b = self
+            .io
+            .block_on(async move { store.get(&p).await?.bytes().await })
+            .map_err(|e| Error::io(format!("reading {}", self.loc.display(path)), e))?;
+        Ok(Src::Mem(b))
+    }
+
+    /// Writes `inputs` one after another into `out`.
+    fn assemble(&self, out: &Path, inputs: &[Path], schema: &SchemaRef) -> Result<()> {
+        let display = self.loc.display(out);
+        let mut w = UploadWriter::create(&self.io, &self.loc.store, out, display.clone())?;
+        let werr =
+            |e: &dyn std::fmt::Display| Error::io(format!("writing {display}"), e.to_string());
+        match self.format {
+            Format::Parquet if inputs.is_empty() => {
+                let enc = ArrowWriter::try_new(w, schema.clone(), Some(self.parquet_props()))
+                    .map_err(|e| werr(&e))?;
+                enc.into_inner().map_err(|e| werr(&e))?.finish()?;
+                return Ok(());
+            }
+            Format::Parquet => {
+                use parquet::column::writer::ColumnCloseResult;
+                use parquet::file::metadata::ParquetMetaDataReader;
+                use parquet::file::writer::SerializedFileWriter;
+                let mut writer: Option<SerializedFileWriter<UploadWriter>> = None;
+                let mut first_schema = None;
+                let mut w = Some(w);
+                for input in inputs {
+                    let src = self.chunk_source(input)?;
+                    let meta = ParquetMetaDataReader::new()
+                        .parse_and_finish(&src)
+                        .map_err(|e| {
+                            Error::io(format!("reading {}", self.loc.display(input)), e)
+                        })?;
+                    let fm = meta.file_metadata();
+                    let root = fm.schema_descr().root_schema_ptr();
+                    match &first_schema {
+                        None => first_schema = Some(root.clone()),
+                        Some(s) if *s != root => {
+                            return Err(Error::Config(format!(
+                            "cannot append to {}: it has a different schema than this run's output",
+                            self.loc.url
+                        )))
+                        }
+                        Some(_) => {}
+                    }
+                    if writer.is_none() {
+                        let props = WriterProperties::builder()
+                            .set_key_value_metadata(fm.key_value_metadata().cloned())
+                            .set_created_by(format!("tidex {}", env!("CARGO_PKG_VERSION")))
+                            .build();
+                        let out = w.take().expect("first input");
+                        writer = Some(
+                            SerializedFileWriter::new(out, root.clone(), Arc::new(props))
+                                .map_err(|e| werr(&e))?,
+                        );
+                    }
+                    let writer = writer.as_mut().expect("created");
+                    for rg in meta.row_groups() {
+                        let mut rg_out = writer.next_row_group().map_err(|e| werr(&e))?;
+                        for column in rg.columns() {
+                            let result = ColumnCloseResult {
+                                bytes_written: column.compressed_size() as _,
+                                rows_written: rg.num_rows() as _,
+                                metadata: column.clone(),
+                                bloom_filter: None,
+                                column_index: None,
+                                offset_index: None,
+                            };
+                            rg_out.append_column(&src, result).map_err(|e| werr(&e))?;
+                        }
+                        rg_out.close().map_err(|e| werr(&e))?;
+                    }
+                }
+                let writer = writer.expect("at least one input");
+                writer.into_inner().map_err(|e| werr(&e))?.finish()?;
+                return Ok(());
+            }
+            Format::Arrow => {
+                let mut enc = FileWriter::try_new_with_options(w, schema, self.ipc_options()?)
+                    .map_err(|e| werr(&e))?;
+                for input in inputs {
+                    let size = self.size_of(input)?;
+                    let r = arrow::ipc::reader::FileReader::try_new(
+                        RangeReader::new(&self.io, self.loc.store.clone(), input.clone(), size),
+                        None,
+                    )
+                    .map_err(|e| Error::io(format!("reading {}", self.loc.display(input)), e))?;
+                    if r.schema().fields() != schema.fields() {
+                        return Err(Error::Config(format!(
+                            "cannot append to {}: it has a different schema than this run's output",
+                            self.loc.url
+                        )));
+                    }
+                    for b in r {
+                        let b = b.map_err(|e| {
+                            Error::io(format!("reading {}", self.loc.display(input)), e)
+                        })?;
+                        enc.write(&b).map_err(|e| werr(&e))?;
+                    }
+                }
+                enc.finish().map_err(|e| werr(&e))?;
+                enc.into_inner().map_err(|e| werr(&e))?.finish()?;
+                return Ok(());
+            }
+            Format::Csv if inputs.is_empty() && self.cfg.header.unwrap_or(true) => {
+                w.write_all(&self.csv_header(schema))
+                    .map_err(|e| werr(&e))?;
+            }
+            Format::Csv | Format::Jsonl => {
+                for input in inputs {
+                    let size = self.size_of(input)?;
+                    let mut chunks = ChunkStream::spawn(
+                        &self.io,
+                        self.loc.store.clone(),
+                        input.clone(),
+                        self.loc.display(input),
+                        0..size,
+                        CHUNK,
+                    );
+                    while let Some(c) = chunks.next_chunk()? {
+                        w.write_all(&c).map_err(|e| werr(&e))?;
+                    }
+                }
+            }
+        }
+        w.finish()?;
+        Ok(())
+    }
+
+    fn size_of(&self, path: &Path) -> Result<u64> {
+        let store = self.loc.store.clone();
+        let p = path.clone();
+        self.io
+            .block_on(async move { store.head(&p).await })
+            .map(|m| m.size)
+            .map_err(|e| Error::io(format!("reading {}", self.loc.display(path)), e))
+    }
+
+    fn publish_file(
+        &self,
+        run: &RunInfo,
+        schema: &SchemaRef,
+        parts: &[CommittedPart],
+        journal: &dyn PublishJournal,
+    ) -> Result<()> {
+        let assembled = self
+            .run_dir(run.run_id)
+            .join(format!("assembled.{}", self.format.ext()));
+        let step = journal.step()?;
+        if step.is_none() {
+            let append = self.cfg.mode == Mode::Append && self.exists(&self.loc.path)?;
+            let mut inputs: Vec<Path> = Vec::new();
+            if append {
+                inputs.push(self.loc.path.clone());
+            }
+            inputs.extend(parts.iter().map(|p| self.part_path(run.run_id, p.index)));
+            if inputs.len() == 1 && !append {
+                self.rename(&inputs[0], &assembled)?;
+            } else {
+                self.assemble(&assembled, &inputs, schema)?;
+            }
+            journal.record("assembled")?;
+        }
+        if step.as_deref() != Some("renamed") {
+            if self.exists(&assembled)? {
+                self.rename(&assembled, &self.loc.path)?;
+            }
+            journal.record("renamed")?;
+        }
+        Ok(())
+    }
+
+    fn publish_dir(
+        &self,
+        run: &RunInfo,
+        parts: &[CommittedPart],
+        journal: &dyn PublishJournal,
+    ) -> Result<()> {
+        let run_dir = self.run_dir(run.run_id);
+        let ext = self.format.ext();
+        let step = journal.step()?;
+        if self.cfg.mode == Mode::Append {
+            for p in parts {
+                let from = self.part_path(run.run_id, p.index);
+                let to = self
+                    .loc
+                    .child(&format!("part-{:05}-run{}.{ext}", p.index, run.run_id));
+                if self.exists(&from)? {
+                    self.rename(&from, &to)?;
+                }
+            }
+            return Ok(());
+        }
+        if let (Some(target), Some(staging)) = (&self.loc.local, &self.staging_fs) {
+            let run_fs = staging.join(format!("run-{}", run.run_id));
+            let old_fs = staging.join(format!("old-{}", run.run_id));
+            let io_err = |what: &str, e: std::io::Error| Error::io(what.to_string(), e);
+            if step.is_none() {
+                std::fs::create_dir_all(&run_fs)
+                    .map_err(|e| io_err(&format!("creating {}", run_fs.display()), e))?;
+                // Leave only committed parts: an interrupted upload may have left a temporary file.
+                let keep: std::collections::HashSet<String> = parts
+                    .iter()
+                    .map(|p| format!("part-{:05}.{ext}", p.index))
+                    .collect();
+                for entry in std::fs::read_dir(&run_fs)
+                    .map_err(|e| io_err(&format!("listing {}", run_fs.display()), e))?
+                {
+                    let entry =
+                        entry.map_err(|e| io_err(&format!("listing {}", run_fs.display()), e))?;
+                    if !keep.contains(&entry.file_name().to_string_lossy().to_string()) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+                journal.record("swapping")?;
+            }
+            if step.as_deref() != Some("swapped") {
+                if run_fs.exists() {
+                    if target.exists() {
+                        std::fs::rename(target, &old_fs).map_err(|e| {
+                            io_err(&format!("moving {} aside", target.display()), e)
+                        })?;
+                    }
+                    if let Some(p) = target.parent() {
+                        std::fs::create_dir_all(p)
+                            .map_err(|e| io_err(&format!("creating {}", p.display()), e))?;
+                    }
+                    std::fs::rename(&run_fs, target).map_err(|e| {
+                        io_err(&format!("moving output into {}", target.display()), e)
+                    })?;
+                }
+                journal.record("swapped")?;
+            }
+            return Ok(());
+        }
+        if step.is_none() {
+            for meta in self.loc.list_under(&self.io, &self.loc.path)? {
+                self.delete(&meta.location)?;
+            }
+            journal.record("cleared")?;
+        }
+        for p in parts {
+            let from = self.part_path(run.run_id, p.index);
+            let to = self.loc.child(&format!("part-{:05}.{ext}", p.index));
+            if self.exists(&from)? {
+                self.rename(&from, &to)?;
+            }
+        }
+        let _ = run_dir;
+        Ok(())
+    }
+}
+
+enum Src {
+    File(std::fs::File),
+    Mem(Bytes),
+}
+
+impl Length for Src {
+    fn len(&self) -> u64 {
+        match self {
+            Src::File(f) => f.len(),
+            Src::Mem(b) => b.len() as u64,
+        }
+    }
+}
+
+impl ChunkReader for Src {
+    type T = Box<dyn Read + Send>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(match self {
+            Src::File(f) => Box::new(f.get_read(start)?),
+            Src::Mem(b) => Box::new(b.get_read(start)?),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        match self {
+            Src::File(f) => f.get_bytes(start, length),
+            Src::Mem(b) => b.get_bytes(start, length),
+        }
+    }
+}
+
+enum Encoder {
+    Parquet(ArrowWriter<UploadWriter>),
+    Arrow(FileWriter<UploadWriter>),
+    Csv(arrow::csv::Writer<UploadWriter>),
+    Jsonl(arrow::json::LineDelimitedWriter<UploadWriter>),
+}
+
+impl Encoder {
+    fn write(&mut self, b: &RecordBatch) -> std::result::Result<(), String> {
+        match self {
+            Encoder::Parquet(w) => w.write(b).map_err(|e| e.to_string()),
+            Encoder::Arrow(w) => w.write(b).map_err(|e| e.to_string()),
+            Encoder::Csv(w) => w.write(b).map_err(|e| e.to_string()),
+            Encoder::Jsonl(w) => w.write(b).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn finish(self) -> std::result::Result<UploadWriter, String> {
+        match self {
+            Encoder::Parquet(w) => w.into_inner().map_err(|e| e.to_string()),
+            Encoder::Arrow(mut w) => {
+                w.finish().map_err(|e| e.to_string())?;
+                w.into_inner().map_err(|e| e.to_string())
+            }
+            Encoder::Csv(w) => Ok(w.into_inner()),
+            Encoder::Jsonl(mut w) => {
+                w.finish().map_err(|e| e.to_string())?;
+                Ok(w.into_inner())
+            }
+        }
+    }
+}
+
+struct FilePartWriter {
+    enc: Option<Encoder>,
+    schema: SchemaRef,
+    index: usize,
+    rows: u64,
+    display: String,
+    location: String,
+}
+
+impl PartitionWriter for FilePartWriter {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let enc = self
+            .enc
+            .as_mut()
+            .ok_or_else(|| Error::Internal("write after commit".into()))?;
+        enc.write(batch)
+            .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<CommittedPart> {
+        let mut enc = self
+            .enc
+            .take()
+            .ok_or_else(|| Error::Internal("commit twice".into()))?;
+        if self.rows == 0 {
+            // So that an empty CSV part still carries its header.
+            enc.write(&RecordBatch::new_empty(self.schema.clone()))
+                .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
+        }
+        let w = enc
+            .finish()
+            .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
+        let bytes = w.finish()?;
+        Ok(CommittedPart {
+            index: self.index,
+            location: self.location.clone(),
+            rows: self.rows,
+            bytes,
+        })
+    }
+
+    fn abort(mut self: Box<Self>) {
+        // Dropping the encoder drops its UploadWriter, which aborts the upload.
+        self.enc.take();
+    }
+}
+
+impl Sink for FileSink {
+    fn prepare(&self, run: &RunInfo, _schema: &SchemaRef) -> Result<()> {
+        let exists = self.target_exists()?;
+        if !run.resumed && self.cfg.mode == Mode::Fail && exists {
+            return Err(Error::Config(format!(
+                "{} already exists and the sink's mode is \"fail\"",
+                self.loc.url
+            )));
+        }
+        let headerless =
+            self.format == Format::Csv && !self.is_dir && self.cfg.mode == Mode::Append && exists;
+        self.parts_without_header
+            .store(headerless, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        run: &RunInfo,
+        partition: &PartitionInfo,
+        schema: SchemaRef,
+    ) -> Result<Box<dyn PartitionWriter>> {
+        let path = self.part_path(run.run_id, partition.index);
+        let display = self.loc.display(&path);
+        let w = UploadWriter::create(&self.io, &self.loc.store, &path, display.clone())?;
+        let header = self.cfg.header.unwrap_or(true)
+            && (self.is_dir
+                || (partition.index == 0 && !self.parts_without_header.load(Ordering::Relaxed)));
+        let enc = self.encoder(w, &schema, header)?;
+        Ok(Box::new(FilePartWriter {
+            enc: Some(enc),
+            schema,
+            index: partition.index,
+            rows: 0,
+            location: path.to_string(),
+            display,
+        }))
+    }
+
+    fn publish(
+        &self,
+        run: &RunInfo,
+        schema: &SchemaRef,
+        parts: &[CommittedPart],
+        journal: &dyn PublishJournal,
+    ) -> Result<String> {
+        if self.is_dir {
+            self.publish_dir(run, parts, journal)?;
+        } else {
+            self.publish_file(run, schema, parts, journal)?;
+        }
+        self.cleanup(run.run_id)?;
+        Ok(self.loc.url.clone())
+    }
+
+    fn discard(&self, run_id: i64) -> Result<()> {
+        self.cleanup(run_id)
+    }
+
+    fn describe(&self) -> String {
+        self.loc.url.clone()
+    }
+}

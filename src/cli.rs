@@ -1,0 +1,477 @@
+//! Commands and their exit codes.
+
+use crate::report;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tidex_engine::runtime::{run_job, Progress, RunOptions};
+use tidex_engine::spec::JobSpec;
+use tidex_engine::state::StateStore;
+use tidex_engine::{BuildContext, Error, ErrorKind, Registry};
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A bug in tidex.
+    pub const INTERNAL: i32 = 1;
+    /// Invalid job spec or arguments.
+    pub const SPEC: i32 = 2;
+    /// Bad input data.
+    pub const DATA: i32 = 3;
+    /// Storage or service failure.
+    pub const IO: i32 = 4;
+    /// Interrupted; the run is resumable.
+    pub const CANCELLED: i32 = 5;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "tidex",
+    version,
+    about = "tidex moves data between departments: fast, resumable, audited."
+)]
+struct Cli {
+    /// State database (run history, checkpoints).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEX_STATE",
+        default_value = ".tidex/state.db"
+    )]
+    state: PathBuf,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnError {
+    Fail,
+    Skip,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Overwrite,
+    Append,
+    Fail,
+}
+
+#[derive(clap::Args)]
+struct RunFlags {
+    /// Discard an interrupted run of this job instead of resuming it.
+    #[arg(long)]
+    restart: bool,
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Never draw a progress bar (log lines instead).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job spec (resuming its interrupted run, if any).
+    Run {
+        /// The job spec (TOML).
+        job: PathBuf,
+        #[command(flatten)]
+        flags: RunFlags,
+    },
+    /// Check a job spec without running it.
+    Validate {
+        /// The job spec (TOML).
+        job: PathBuf,
+    },
+    /// Copy SOURCE to SINK, inferring formats from the URLs; the same as
+    /// running the job spec `--print-spec` shows.
+    Copy {
+        /// Source URL: a file, directory or glob (people.csv, data/*.jsonl, s3://b/k.parquet).
+        source: String,
+        /// Sink URL: a file (out.parquet) or a directory of Parquet parts (out/).
+        sink: String,
+        /// Print the equivalent job spec and exit.
+        #[arg(long)]
+        print_spec: bool,
+        /// Job name (default: derived from the two URLs, so reruns resume).
+        #[arg(long)]
+        name: Option<String>,
+        /// What to do with bad rows.
+        #[arg(long, value_enum)]
+        on_error: Option<OnError>,
+        /// Directory for rejected rows (required with --on-error skip).
+        #[arg(long)]
+        dead_letter: Option<String>,
+        /// Stop after this many rejected rows.
+        #[arg(long)]
+        max_errors: Option<u64>,
+        /// What to do with existing output.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        /// Sink compression (zstd, snappy, lz4, none).
+        #[arg(long)]
+        compression: Option<String>,
+        /// Worker threads.
+        #[arg(long)]
+        parallelism: Option<usize>,
+        /// Rows per batch.
+        #[arg(long)]
+        batch_rows: Option<usize>,
+        /// Cap on input bytes per second, e.g. 200MB.
+        #[arg(long)]
+        max_bytes_per_sec: Option<String>,
+        #[command(flatten)]
+        flags: RunFlags,
+    },
+    /// Show run history from the state store.
+    Runs {
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the first rows of any source URL.
+    Head {
+        /// A file, directory or glob.
+        url: String,
+        /// Rows to show.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        rows: usize,
+    },
+}
+
+fn exit_code(e: &Error) -> i32 {
+    match e.kind() {
+        ErrorKind::Spec => exit::SPEC,
+        ErrorKind::Data => exit::DATA,
+        ErrorKind::Io => exit::IO,
+        ErrorKind::Cancelled => exit::CANCELLED,
+        ErrorKind::Internal => exit::INTERNAL,
+    }
+}
+
+fn fail(e: &Error) -> i32 {
+    eprintln!("error: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        eprintln!("  caused by: {s}");
+        src = s.source();
+    }
+    match e.kind() {
+        ErrorKind::Data => eprintln!("hint: fix the input, or set [errors] policy = \"skip\" with a dead_letter directory to route bad rows aside"),
+        ErrorKind::Cancelled => eprintln!("hint: the run is resumable: run the same job again to continue"),
+        _ => {}
+    }
+    exit_code(e)
+}
+
+/// Entry point; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let registry = tidex_connectors::registry();
+    let result = match &cli.command {
+        Command::Validate { job } => validate(&registry, job),
+        Command::Run { job, flags } => {
+            load(&registry, job).and_then(|spec| run(&registry, &cli, spec, flags))
+        }
+        Command::Copy {
+            source,
+            sink,
+            print_spec,
+            flags,
+            ..
+        } => match copy_spec(&cli.command) {
+            Ok(text) if *print_spec => {
+                print!("{text}");
+                Ok(())
+            }
+            Ok(text) => JobSpec::parse(&text)
+                .map_err(Error::from)
+                .and_then(|spec| registry.validate(&spec).map(|_| spec).map_err(Error::from))
+                .inspect_err(|_| tracing::debug!(%source, %sink, "generated spec:\n{text}"))
+                .and_then(|spec| run(&registry, &cli, spec, flags)),
+            Err(e) => Err(e),
+        },
+        Command::Runs { job, limit, json } => runs(&cli, job.as_deref(), *limit, *json),
+        Command::Head { url, rows } => head(&registry, url, *rows),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => fail(&e),
+    }
+}
+
+fn read_spec(path: &PathBuf) -> Result<String, Error> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("cannot read job spec {}: {e}", path.display())))
+}
+
+fn load(registry: &Registry, path: &PathBuf) -> Result<JobSpec, Error> {
+    let text = read_spec(path)?;
+    let name = path.display().to_string();
+    let spec = JobSpec::parse(&text).map_err(|e| e.in_file(&name))?;
+    registry.validate(&spec).map_err(|e| e.in_file(&name))?;
+    Ok(spec)
+}
+
+fn validate(registry: &Registry, path: &PathBuf) -> Result<(), Error> {
+    let spec = load(registry, path)?;
+    println!(
+        "{}: ok (job `{}`: {} {} -> {} {})",
+        path.display(),
+        spec.job.name,
+        spec.source.kind(),
+        toml_url(&spec, "source"),
+        spec.sink.kind(),
+        toml_url(&spec, "sink"),
+    );
+    Ok(())
+}
+
+fn toml_url(spec: &JobSpec, section: &str) -> String {
+    let v: toml::Value = toml::from_str(&spec.text).unwrap_or(toml::Value::Boolean(false));
+    v.get(section)
+        .and_then(|s| s.get("url"))
+        .and_then(|u| u.as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn io_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tidex-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the I/O runtime", e))
+}
+
+fn run(registry: &Registry, cli: &Cli, spec: JobSpec, flags: &RunFlags) -> Result<(), Error> {
+    let rt = io_runtime()?;
+    let ctx = BuildContext {
+        io: rt.handle().clone(),
+        batch_rows: spec.limits.batch_rows,
+        policy: spec.errors.policy,
+        job: spec.job.name.clone(),
+    };
+    let state = StateStore::open(&cli.state)?;
+    let source = registry.build_source(&spec, &ctx)?;
+    let sink = registry.build_sink(&spec, &ctx)?;
+    let opts = RunOptions {
+        restart: flags.restart,
+        ..Default::default()
+    };
+    let cancel = opts.cancel.clone();
+    rt.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: finishing partitions in flight; run again to resume");
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let progress = Arc::new(Progress::default());
+    let bar = !flags.no_progress && std::io::stderr().is_terminal();
+    let watcher = report::watch(
+        progress.clone(),
+        bar,
+        format!("{} -> {}", source.describe(), sink.describe()),
+    );
+    let result = run_job(&spec, source, sink, &state, &opts, &progress);
+    watcher.stop();
+    let summary = result?;
+    if flags.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).map_err(|e| Error::Internal(e.to_string()))?
+        );
+    } else {
+        report::print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The job spec equivalent to a `tidex copy` command line.
+fn copy_spec(cmd: &Command) -> Result<String, Error> {
+    let Command::Copy {
+        source,
+        sink,
+        name,
+        on_error,
+        dead_letter,
+        max_errors,
+        mode,
+        compression,
+        parallelism,
+        batch_rows,
+        max_bytes_per_sec,
+        ..
+    } = cmd
+    else {
+        unreachable!("copy_spec is only called for copy")
+    };
+    let unknown = |url: &str, what: &str| {
+        Error::Config(format!(
+            "cannot tell the {what} format of {url:?} from its name; use a known extension (.csv, .jsonl, .parquet, .arrow{}) or write a job spec",
+            if what == "sink" { ", or a directory ending in /" } else { "" }
+        ))
+    };
+    let src_kind =
+        tidex_connectors::kind_for_url(source, false).ok_or_else(|| unknown(source, "source"))?;
+    let dst_kind =
+        tidex_connectors::kind_for_url(sink, true).ok_or_else(|| unknown(sink, "sink"))?;
+    let name = name.clone().unwrap_or_else(|| {
+        let h = blake3::hash(format!("{source}\0{sink}").as_bytes()).to_hex();
+        format!("copy-{}", &h[..12])
+    });
+    let mut t = String::from("# generated by `tidex copy`\n");
+    t += &format!("[job]\nname = {}\n\n", toml_str(&name));
+    t += &format!(
+        "[source]\ntype = {}\nurl = {}\n\n",
+        toml_str(src_kind),
+        toml_str(source)
+    );
+    t += &format!(
+        "[sink]\ntype = {}\nurl = {}\n",
+        toml_str(dst_kind),
+        toml_str(sink)
+    );
+    if let Some(m) = mode {
+        let m = match m {
+            Mode::Overwrite => "overwrite",
+            Mode::Append => "append",
+            Mode::Fail => "fail",
+        };
+        t += &format!("mode = {}\n", toml_str(m));
+    }
+    if let Some(c) = compression {
+        t += &format!("compression = {}\n", toml_str(c));
+    }
+    if parallelism.is_some() || batch_rows.is_some() || max_bytes_per_sec.is_some() {
+        t += "\n[limits]\n";
+        if let Some(b) = batch_rows {
+            t += &format!("batch_rows = {b}\n");
+        }
+        if let Some(p) = parallelism {
+            t += &format!("parallelism = {p}\n");
+        }
+        if let Some(m) = max_bytes_per_sec {
+            t += &format!("max_bytes_per_sec = {}\n", toml_str(m));
+        }
+    }
+    if on_error.is_some() || dead_letter.is_some() || max_errors.is_some() {
+        t += "\n[errors]\n";
+        if let Some(p) = on_error {
+            t += &format!(
+                "policy = {}\n",
+                toml_str(match p {
+                    OnError::Fail => "fail",
+                    OnError::Skip => "skip",
+                })
+            );
+        }
+        if let Some(m) = max_errors {
+            t += &format!("max_rows = {m}\n");
+        }
+        if let Some(d) = dead_letter {
+            t += &format!("dead_letter = {}\n", toml_str(d));
+        }
+    }
+    Ok(t)
+}
+
+fn runs(cli: &Cli, job: Option<&str>, limit: usize, json: bool) -> Result<(), Error> {
+    let state = StateStore::open(&cli.state)?;
+    let runs = state.runs(job, limit)?;
+    if json {
+        for r in &runs {
+            println!(
+                "{}",
+                serde_json::to_string(r).map_err(|e| Error::Internal(e.to_string()))?
+            );
+        }
+    } else {
+        report::print_runs(&runs);
+    }
+    Ok(())
+}
+
+fn head(registry: &Registry, url: &str, rows: usize) -> Result<(), Error> {
+    let kind = tidex_connectors::kind_for_url(url, false)
+        .or_else(|| {
+            // A directory: guess from the first file's extension.
+            std::fs::read_dir(url)
+                .ok()?
+                .filter_map(|e| e.ok())
+                .find_map(|e| {
+                    tidex_connectors::kind_for_url(&e.file_name().to_string_lossy(), false)
+                })
+        })
+        .ok_or_else(|| Error::Config(format!("cannot tell the format of {url:?}")))?;
+    let text = format!("[job]\nname = \"head\"\n[source]\ntype = {}\nurl = {}\n[sink]\ntype = \"jsonl\"\nurl = \"unused.jsonl\"\n", toml_str(kind), toml_str(url));
+    let spec = JobSpec::parse(&text)?;
+    let rt = io_runtime()?;
+    let ctx = BuildContext {
+        io: rt.handle().clone(),
+        batch_rows: rows.clamp(1, 65536),
+        policy: Default::default(),
+        job: "head".into(),
+    };
+    let source = registry.build_source(&spec, &ctx)?;
+    let budget = Arc::new(tidex_engine::dirty::ErrorBudget::new(&spec.errors, 0));
+    let mut batches = Vec::new();
+    let mut n = 0;
+    for p in 0..source.partitions().len() {
+        let mut rejects = tidex_engine::dirty::Rejects::new(budget.clone(), "head", 0, p);
+        let mut reader = source.open(p)?;
+        while n < rows {
+            let Some(b) = reader.next_batch(&mut rejects)? else {
+                break;
+            };
+            let take = b.num_rows().min(rows - n);
+            n += take;
+            batches.push(b.slice(0, take));
+        }
+        if n >= rows {
+            break;
+        }
+    }
+    let table = arrow::util::pretty::pretty_format_batches(&batches)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    println!("{table}");
+    println!(
+        "{} ({n} rows shown; schema: {})",
+        source.describe(),
+        source
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
