@@ -116,6 +116,9 @@ enum Command {
         /// Sink compression (zstd, snappy, lz4, none).
         #[arg(long)]
         compression: Option<String>,
+        /// zstd level for the sink (1-22).
+        #[arg(long)]
+        compression_level: Option<i32>,
         /// Worker threads.
         #[arg(long)]
         parallelism: Option<usize>,
@@ -325,6 +328,7 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         max_errors,
         mode,
         compression,
+        compression_level,
         parallelism,
         batch_rows,
         max_bytes_per_sec,
@@ -369,6 +373,9 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
     }
     if let Some(c) = compression {
         t += &format!("compression = {}\n", toml_str(c));
+    }
+    if let Some(l) = compression_level {
+        t += &format!("compression_level = {l}\n");
     }
     if parallelism.is_some() || batch_rows.is_some() || max_bytes_per_sec.is_some() {
         t += "\n[limits]\n";
@@ -421,15 +428,6 @@ fn runs(cli: &Cli, job: Option<&str>, limit: usize, json: bool) -> Result<(), Er
 
 fn head(registry: &Registry, url: &str, rows: usize) -> Result<(), Error> {
     let kind = tidex_connectors::kind_for_url(url, false)
-        .or_else(|| {
-            // A directory: guess from the first file's extension.
-            std::fs::read_dir(url)
-                .ok()?
-                .filter_map(|e| e.ok())
-                .find_map(|e| {
-                    tidex_connectors::kind_for_url(&e.file_name().to_string_lossy(), false)
-                })
-        })
         .ok_or_else(|| Error::Config(format!("cannot tell the format of {url:?}")))?;
     let text = format!("[job]\nname = \"head\"\n[source]\ntype = {}\nurl = {}\n[sink]\ntype = \"jsonl\"\nurl = \"unused.jsonl\"\n", toml_str(kind), toml_str(url));
     let spec = JobSpec::parse(&text)?;

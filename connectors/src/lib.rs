@@ -23,8 +23,23 @@ pub fn kind_for_url(url: &str, is_sink: bool) -> Option<&'static str> {
     if let Some(k) = files::kind_for_url(url) {
         return Some(k);
     }
-    if is_sink && (url.ends_with('/') || std::path::Path::new(url).is_dir()) {
+    let dir = std::path::Path::new(url);
+    if is_sink && (url.ends_with('/') || dir.is_dir()) {
         return Some("parquet");
+    }
+    #[cfg(feature = "files")]
+    if !is_sink && dir.is_dir() {
+        // A local directory source: the format of the files in it.
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        return names
+            .iter()
+            .filter(|n| !n.starts_with(['.', '_']))
+            .find_map(|n| files::kind_for_url(n));
     }
     None
 }

@@ -217,6 +217,9 @@ struct Guess {
     ts: bool,
     ts_tz: bool,
     ts_naive: bool,
+    /// Some value is an identifier-like number: leading zeros, or more than
+    /// 15 digits. Such columns stay strings.
+    code: bool,
 }
 
 impl Default for Guess {
@@ -233,6 +236,7 @@ impl Default for Guess {
             ts: true,
             ts_tz: false,
             ts_naive: false,
+            code: false,
         }
     }
 }
@@ -268,6 +272,13 @@ impl Guess {
     fn add(&mut self, s: &str) {
         self.nonnull += 1;
         let num = plain_number(s);
+        let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+        if !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && ((digits.len() > 1 && digits.starts_with('0')) || digits.len() > 15)
+        {
+            self.code = true;
+        }
         self.int &= matches!(num, Some((d, None)) if d <= 15);
         match num {
             Some((i, f)) if i + f.unwrap_or(0) <= 38 => {
@@ -291,7 +302,7 @@ impl Guess {
     }
 
     fn data_type(&self) -> DataType {
-        if self.nonnull == 0 {
+        if self.nonnull == 0 || self.code {
             DataType::Utf8
         } else if self.boolean {
             DataType::Boolean
@@ -416,6 +427,11 @@ impl SourceFactory for CsvSourceFactory {
         } else {
             None
         };
+        // Line breaks inside quoted fields make a newline an unreliable cut:
+        // then cuts come from an exact scan of the quoting state instead.
+        let multiline = records
+            .iter()
+            .any(|r| r.iter().any(|f| f.contains(&b'\n') || f.contains(&b'\r')));
         let data_records = if c.header {
             &records[1.min(records.len())..]
         } else {
@@ -513,14 +529,25 @@ impl SourceFactory for CsvSourceFactory {
             let mut cuts = vec![data_start];
             let split = c.split_size.0;
             if split > 0 && f.size - data_start > split + split / 4 {
-                let mut nominal = data_start + split;
-                while nominal + split / 4 < f.size {
-                    if let Some(b) = find_boundary(&loc, &ctx.io, f, nominal, &dialect, ncols)? {
-                        if b > *cuts.last().expect("non-empty") && b < f.size {
-                            cuts.push(b);
-                        }
+                let mut nominal = Vec::new();
+                let mut n = data_start + split;
+                while n + split / 4 < f.size {
+                    nominal.push(n);
+                    n += split;
+                }
+                let found = if multiline {
+                    scan_boundaries(&loc, &ctx.io, f, data_start, &nominal, &dialect)?
+                } else {
+                    let mut v = Vec::new();
+                    for n in nominal {
+                        v.extend(find_boundary(&loc, &ctx.io, f, n, &dialect, ncols)?);
                     }
-                    nominal += split;
+                    v
+                };
+                for b in found {
+                    if b > *cuts.last().expect("non-empty") && b < f.size {
+                        cuts.push(b);
+                    }
                 }
             }
             cuts.push(f.size);
@@ -611,6 +638,51 @@ fn find_boundary(
     Ok(None)
 }
 
+/// Exact record boundaries after each nominal cut, from one pass over the
+/// file tracking whether each byte is inside quotes.
+fn scan_boundaries(
+    loc: &Location,
+    io: &tokio::runtime::Handle,
+    f: &FileMeta,
+    start: u64,
+    nominal: &[u64],
+    d: &Dialect,
+) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut next = nominal.iter().copied().peekable();
+    let mut chunks = ChunkStream::spawn(
+        io,
+        loc.store.clone(),
+        f.path.clone(),
+        f.display.clone(),
+        start..f.size,
+        CHUNK,
+    );
+    let (mut in_quotes, mut escaped) = (false, false);
+    let mut pos = start;
+    let mut want: Option<u64> = next.next();
+    while let Some(chunk) = chunks.next_chunk()? {
+        if want.is_none() {
+            break;
+        }
+        for (i, &b) in chunk.iter().enumerate() {
+            if escaped {
+                escaped = false;
+            } else if in_quotes && Some(b) == d.escape {
+                escaped = true;
+            } else if b == d.quote {
+                in_quotes = !in_quotes;
+            } else if b == b'\n' && !in_quotes && want.is_some_and(|w| pos + i as u64 >= w) {
+                let boundary = pos + i as u64 + 1;
+                out.push(boundary);
+                want = next.find(|n| *n > boundary);
+            }
+        }
+        pos += chunk.len() as u64;
+    }
+    Ok(out)
+}
+
 impl Source for CsvSource {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
@@ -652,6 +724,7 @@ impl Source for CsvSource {
             data_len: 0,
             ends_len: 1,
             rows: Vec::new(),
+            malformed: Vec::new(),
         }))
     }
 
@@ -688,6 +761,8 @@ struct CsvReader {
     ends_len: usize,
     /// Byte offset and record number of each row in the batch.
     rows: Vec<(u64, u64)>,
+    /// Records with the wrong field count, with the number of good rows before them.
+    malformed: Vec<(usize, DirtyRow)>,
 }
 
 impl CsvReader {
@@ -713,11 +788,12 @@ impl CsvReader {
     }
 
     /// Tokenizes up to `batch_rows` records into `data`/`ends`.
-    fn fill(&mut self, rejects: &mut Rejects) -> Result<()> {
+    fn fill(&mut self) -> Result<()> {
         let ncols = self.schema.fields().len();
         self.data_len = 0;
         self.ends_len = 1;
         self.rows.clear();
+        self.malformed.clear();
         let (mut rec_data, mut rec_ends) = (0usize, 1usize);
         while self.rows.len() < self.batch_rows && !self.done {
             if self.pos >= self.buf.len() && !self.eof {
@@ -763,10 +839,11 @@ impl CsvReader {
                         self.data_len = rec_data;
                         self.ends_len = rec_ends;
                         let loc = self.location(rec_offset, self.records, None);
-                        rejects.reject(
+                        let row =
                             DirtyRow::row(loc, format!("expected {ncols} fields, found {nfields}"))
-                                .with_values(values),
-                        )?;
+                                .with_values(values);
+                        // Reported in file order together with the batch's type errors.
+                        self.malformed.push((self.rows.len(), row));
                         continue;
                     }
                     for e in &mut self.ends[rec_ends..self.ends_len] {
@@ -961,12 +1038,14 @@ impl CsvReader {
         }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        if bad.is_empty() {
+        if bad.is_empty() && self.malformed.is_empty() {
             return Ok(batch);
         }
         bad.sort_by_key(|(r, c, _)| (*r, *c));
         bad.dedup_by_key(|(r, _, _)| *r);
         let mut keep = vec![true; nrows];
+        // Every rejected row in file order: (good rows before it, tie-break, row).
+        let mut all: Vec<(usize, usize, DirtyRow)> = Vec::new();
         for (r, c, msg) in bad {
             keep[r] = false;
             let (off, rec) = self.rows[r];
@@ -974,9 +1053,21 @@ impl CsvReader {
                 .map(|k| String::from_utf8_lossy(field(r, k)).into_owned())
                 .collect();
             let col = self.schema.field(c).name().clone();
-            rejects.reject(
+            all.push((
+                r,
+                1,
                 DirtyRow::row(self.location(off, rec, Some(col)), msg).with_values(values),
-            )?;
+            ));
+        }
+        for (before, row) in &self.malformed {
+            all.push((*before, 0, row.clone()));
+        }
+        all.sort_by_key(|(r, t, _)| (*r, *t));
+        for (_, _, row) in all {
+            rejects.reject(row)?;
+        }
+        if keep.iter().all(|k| *k) {
+            return Ok(batch);
         }
         arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep))
             .map_err(|e| Error::Internal(e.to_string()))
@@ -1039,8 +1130,11 @@ impl SourceReader for CsvReader {
             if self.done {
                 return Ok(None);
             }
-            self.fill(rejects)?;
+            self.fill()?;
             if self.rows.is_empty() {
+                for (_, row) in std::mem::take(&mut self.malformed) {
+                    rejects.reject(row)?;
+                }
                 if self.done {
                     return Ok(None);
                 }

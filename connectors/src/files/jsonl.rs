@@ -338,6 +338,7 @@ impl JsonlReader {
         let mut d = ReaderBuilder::new(self.schema.clone())
             .with_batch_size(rows.max(1))
             .with_strict_mode(true)
+            .with_coerce_primitive(true)
             .build_decoder()?;
         let mut consumed = 0;
         while consumed < bytes.len() {

@@ -158,12 +158,21 @@ impl SourceFactory for ParquetSourceFactory {
             metas.push(Some(meta));
         }
         let schema = schema.ok_or_else(|| {
+            let why = parts.iter().find_map(|p| match p {
+                Part::Broken { file, reason } => {
+                    Some(format!("{}: {reason}", files[*file].display))
+                }
+                _ => None,
+            });
             Error::bad_data(
                 RowLocation {
                     file: loc.url.clone(),
                     ..Default::default()
                 },
-                "no readable Parquet file",
+                format!(
+                    "no readable Parquet file, so no schema for the output ({})",
+                    why.unwrap_or_default()
+                ),
             )
         })?;
         let infos = parts
