@@ -343,8 +343,15 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
             if what == "sink" { ", or a directory ending in /" } else { "" }
         ))
     };
-    let src_kind =
-        tidex_connectors::kind_for_url(source, false).ok_or_else(|| unknown(source, "source"))?;
+    let src_kind = match tidex_connectors::kind_for_url(source, false) {
+        Some(k) => k,
+        None if source.ends_with('/') => {
+            let rt = io_runtime()?;
+            tidex_connectors::detect_dir_kind(source, rt.handle())?
+                .ok_or_else(|| unknown(source, "source"))?
+        }
+        None => return Err(unknown(source, "source")),
+    };
     let dst_kind =
         tidex_connectors::kind_for_url(sink, true).ok_or_else(|| unknown(sink, "sink"))?;
     let name = name.clone().unwrap_or_else(|| {

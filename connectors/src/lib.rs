@@ -43,3 +43,26 @@ pub fn kind_for_url(url: &str, is_sink: bool) -> Option<&'static str> {
     }
     None
 }
+
+/// The source type for a directory URL on any store (`s3://b/people/`):
+/// the format of the first file in it with a known extension.
+pub fn detect_dir_kind(
+    url: &str,
+    io: &tokio::runtime::Handle,
+) -> tidex_engine::Result<Option<&'static str>> {
+    #[cfg(feature = "files")]
+    {
+        let loc = files::location::Location::parse(url)?;
+        for meta in loc.list_under(io, &loc.path)? {
+            let name = meta.location.filename().unwrap_or("");
+            if name.starts_with(['.', '_']) {
+                continue;
+            }
+            if let Some(k) = files::kind_for_url(name) {
+                return Ok(Some(k));
+            }
+        }
+    }
+    let _ = (url, io);
+    Ok(None)
+}

@@ -361,6 +361,9 @@ struct Part {
     /// Row number (header = row 1) of the first record, when the partition
     /// starts a file.
     first_row: Option<u64>,
+    /// Where input bytes are counted from: 0 for a file's first partition,
+    /// so the header counts too.
+    counted_from: u64,
 }
 
 /// A planned CSV source.
@@ -557,6 +560,7 @@ impl SourceFactory for CsvSourceFactory {
                     start: w[0],
                     end: w[1],
                     first_row: (k == 0).then_some(if c.header { 2 } else { 1 }),
+                    counted_from: if k == 0 { 0 } else { w[0] },
                 });
             }
         }
@@ -566,7 +570,7 @@ impl SourceFactory for CsvSourceFactory {
             .map(|(i, p)| PartitionInfo {
                 index: i,
                 label: format!("{}[{}..{}]", files[p.file].display, p.start, p.end),
-                bytes: p.end - p.start,
+                bytes: p.end - p.counted_from,
             })
             .collect();
         Ok(Arc::new(CsvSource {
@@ -714,7 +718,7 @@ impl Source for CsvSource {
             pos: 0,
             eof: false,
             done: false,
-            start: p.start,
+            start: p.counted_from,
             offset: p.start,
             rec_start: p.start,
             first_row: p.first_row,

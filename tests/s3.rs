@@ -1,0 +1,154 @@
+//! File connectors on S3: a real S3-compatible server (moto's, from PyPI)
+//! on loopback, configured through the usual AWS_* variables.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto() -> Moto {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .or_else(|_| {
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .expect(
+            "the S3 tests need moto's server: pip install 'moto[server]' (.ci/run installs it)",
+        );
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "moto_server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto { child, port }
+}
+
+fn http_put(port: u16, path: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
+        "{resp}"
+    );
+}
+
+fn s3_cmd(s: &Scratch, moto: &Moto, args: &[&str]) -> std::process::Output {
+    let out = s
+        .cmd()
+        .args(args)
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tidex {args:?}: {}", stderr(&out));
+    out
+}
+
+#[test]
+fn csv_to_s3_parts_and_back_and_globs_on_s3() {
+    let moto = start_moto();
+    http_put(moto.port, "/tidex-e2e");
+    let s = Scratch::new();
+    let people = fixtures().join("people.csv");
+    let expected = fixture_fingerprint();
+
+    // Local CSV -> Parquet parts on S3 -> local CSV.
+    let o = s3_cmd(
+        &s,
+        &moto,
+        &[
+            "copy",
+            people.to_str().unwrap(),
+            "s3://tidex-e2e/people/",
+            "--json",
+        ],
+    );
+    assert_eq!(summary(&o)["rows"], 1000);
+    s3_cmd(&s, &moto, &["copy", "s3://tidex-e2e/people/", "back.csv"]);
+    assert_eq!(fingerprint(&read_batches(&s.path("back.csv"))), expected);
+
+    // A CSV object on S3 read through a glob, written as one Parquet object, read back.
+    s3_cmd(
+        &s,
+        &moto,
+        &[
+            "copy",
+            people.to_str().unwrap(),
+            "s3://tidex-e2e/raw/people.csv",
+        ],
+    );
+    s3_cmd(
+        &s,
+        &moto,
+        &[
+            "copy",
+            "s3://tidex-e2e/raw/*.csv",
+            "s3://tidex-e2e/out/people.parquet",
+        ],
+    );
+    s3_cmd(
+        &s,
+        &moto,
+        &["copy", "s3://tidex-e2e/out/people.parquet", "final.parquet"],
+    );
+    assert_eq!(
+        fingerprint(&read_batches(&s.path("final.parquet"))),
+        expected
+    );
+
+    // Overwrite on S3 leaves exactly the new run's parts and no staging.
+    s3_cmd(
+        &s,
+        &moto,
+        &["copy", people.to_str().unwrap(), "s3://tidex-e2e/people/"],
+    );
+    s3_cmd(
+        &s,
+        &moto,
+        &["copy", "s3://tidex-e2e/people/", "again.jsonl"],
+    );
+    assert_eq!(fingerprint(&read_batches(&s.path("again.jsonl"))), expected);
+}
