@@ -276,6 +276,7 @@ fn run(registry: &Registry, cli: &Cli, spec: JobSpec, flags: &RunFlags) -> Resul
         io: rt.handle().clone(),
         batch_rows: spec.limits.batch_rows,
         policy: spec.errors.policy,
+        parallelism: spec.limits.parallelism,
         job: spec.job.name.clone(),
     };
     let state = StateStore::open(&cli.state)?;
@@ -443,6 +444,7 @@ fn head(registry: &Registry, url: &str, rows: usize) -> Result<(), Error> {
         io: rt.handle().clone(),
         batch_rows: rows.clamp(1, 65536),
         policy: Default::default(),
+        parallelism: 1,
         job: "head".into(),
     };
     let source = registry.build_source(&spec, &ctx)?;

@@ -104,3 +104,33 @@ fn glob_source_reads_every_matching_file() {
     ids.sort();
     assert_eq!(ids, ["1", "2", "3"]);
 }
+
+#[test]
+fn split_input_into_one_file_of_every_format() {
+    let expected = fixture_fingerprint();
+    for sink in SINKS {
+        let s = Scratch::new();
+        let spec = s.write(
+            "job.toml",
+            &format!(
+                "[job]\nname = \"one-{sink}\"\n[source]\ntype = \"csv\"\nurl = {:?}\nsplit_size = \"16KB\"\n[sink]\ntype = \"{sink}\"\nurl = \"out/people.{sink}\"\n[limits]\nbatch_rows = 100\nparallelism = 3\n",
+                fixtures().join("people.csv").to_str().unwrap()
+            ),
+        );
+        let sum = summary(&s.ok(&["run", spec.to_str().unwrap(), "--json"]));
+        assert!(sum["partitions"].as_u64().unwrap() >= 5, "{sum}");
+        let out = s.path(&format!("out/people.{sink}"));
+        assert_eq!(fingerprint(&read_batches(&out)), expected, "{sink}");
+        if sink == "csv" {
+            let text = std::fs::read_to_string(&out).unwrap();
+            assert_eq!(text.matches("id,name,phone").count(), 1, "one header");
+        }
+        // Input order is kept across partitions.
+        let ids = column_text(&read_batches(&out), "id");
+        assert_eq!(
+            ids,
+            (1..=1000).map(|i| i.to_string()).collect::<Vec<_>>(),
+            "{sink}"
+        );
+    }
+}

@@ -34,6 +34,7 @@ fn csv_in_memory_to_parquet_in_memory() {
         io: rt.handle().clone(),
         batch_rows: 1000,
         policy: spec.errors.policy,
+        parallelism: 2,
         job: "mem".into(),
     };
     let source = registry.build_source(&spec, &ctx).unwrap();

@@ -60,6 +60,8 @@ pub struct RunInfo {
     pub run_id: i64,
     /// True when this run resumes an interrupted one.
     pub resumed: bool,
+    /// Partitions in the run's plan.
+    pub partitions: usize,
 }
 
 /// A partition's committed output.
@@ -130,6 +132,8 @@ pub struct BuildContext {
     pub batch_rows: usize,
     /// The job's error policy.
     pub policy: Policy,
+    /// Worker threads the job runs with (sources size partitions by it).
+    pub parallelism: usize,
     /// Job name.
     pub job: String,
 }

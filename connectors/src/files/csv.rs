@@ -48,9 +48,6 @@ fn empty_null() -> Vec<String> {
 fn infer_rows() -> usize {
     10_000
 }
-fn split_size() -> ByteSize {
-    ByteSize(64 << 20)
-}
 
 /// `[source] type = "csv"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,9 +87,10 @@ pub struct CsvSourceConfig {
     #[serde(default = "infer_rows")]
     pub infer_rows: usize,
     /// Files larger than this are split into partitions of about this
-    /// size (default 64MiB); `0` never splits.
-    #[serde(default = "split_size")]
-    pub split_size: ByteSize,
+    /// size; `0` never splits. Default: about eight partitions per worker,
+    /// between 16 MiB and 128 MiB.
+    #[serde(default)]
+    pub split_size: Option<ByteSize>,
 }
 
 fn ascii(cfg: &ConnectorConfig, field: &str, c: char) -> Result<u8, SpecError> {
@@ -530,7 +528,10 @@ impl SourceFactory for CsvSourceFactory {
                 0
             };
             let mut cuts = vec![data_start];
-            let split = c.split_size.0;
+            let split = c.split_size.map_or_else(
+                || super::auto_split(files.iter().map(|f| f.size).sum(), ctx.parallelism),
+                |s| s.0,
+            );
             if split > 0 && f.size - data_start > split + split / 4 {
                 let mut nominal = Vec::new();
                 let mut n = data_start + split;
@@ -872,7 +873,7 @@ impl CsvReader {
         let bounds = &self.ends[..self.ends_len];
         // Fast path: one validation of the whole buffer; sound per field
         // because every field boundary is also checked to be a char boundary.
-        let text = std::str::from_utf8(data)
+        let text = simdutf8::basic::from_utf8(data)
             .ok()
             .filter(|t| bounds.iter().all(|&b| t.is_char_boundary(b)));
         let mut bad: Vec<(usize, usize, String)> = Vec::new();
@@ -990,11 +991,8 @@ impl CsvReader {
                             b.append_null();
                             continue;
                         }
-                        match get_str(r, c)
-                            .ok()
-                            .and_then(|s| string_to_datetime(&chrono::Utc, s).ok())
-                        {
-                            Some(dt) => b.append_value(dt.timestamp_micros()),
+                        match get_str(r, c).ok().and_then(timestamp_micros) {
+                            Some(v) => b.append_value(v),
                             None => {
                                 b.append_null();
                                 fail(
@@ -1076,6 +1074,82 @@ impl CsvReader {
         arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep))
             .map_err(|e| Error::Internal(e.to_string()))
     }
+}
+
+/// Microseconds since the epoch (UTC) of a timestamp string. The common
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` form (or with `T`) is parsed directly;
+/// anything else (offsets, `Z`, other layouts) goes through arrow's parser.
+fn timestamp_micros(s: &str) -> Option<i64> {
+    fast_timestamp(s.as_bytes()).or_else(|| {
+        string_to_datetime(&chrono::Utc, s)
+            .ok()
+            .map(|dt| dt.timestamp_micros())
+    })
+}
+
+fn fast_timestamp(b: &[u8]) -> Option<i64> {
+    if b.len() < 19
+        || !(b[10] == b' ' || b[10] == b'T')
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b[r].iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut micros = 0i64;
+    if b.len() > 19 {
+        // Only a fraction may follow; offsets and zones take the slow path.
+        let frac = &b[20..];
+        if b[19] != b'.'
+            || frac.is_empty()
+            || frac.len() > 6
+            || !frac.iter().all(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        micros = num(20..b.len())? * 10i64.pow(6 - frac.len() as u32);
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let dim = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d < 1
+        || d > dim[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || sec > 59
+    {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), after H. Hinnant.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1_000_000) + micros)
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -1221,6 +1295,39 @@ mod tests {
                 DataType::Utf8
             ]
         );
+    }
+
+    #[test]
+    fn fast_timestamps_agree_with_arrow() {
+        let cases = [
+            "1970-01-01 00:00:00",
+            "2024-02-29 23:59:59",
+            "1900-03-01T00:00:00.5",
+            "1969-12-31 23:59:59.999999",
+            "0001-01-01 00:00:00",
+            "9999-12-31 23:59:59.123",
+            "2023-06-15 12:34:56.000001",
+        ];
+        for c in cases {
+            let slow = string_to_datetime(&chrono::Utc, c)
+                .unwrap()
+                .timestamp_micros();
+            assert_eq!(fast_timestamp(c.as_bytes()), Some(slow), "{c}");
+        }
+        for bad in [
+            "2023-02-29 00:00:00",
+            "2024-13-01 00:00:00",
+            "2024-01-01 24:00:00",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01 00:00:00+08:00",
+        ] {
+            assert_eq!(fast_timestamp(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(
+            timestamp_micros("2024-01-01 08:00:00+08:00"),
+            timestamp_micros("2024-01-01 00:00:00")
+        );
+        assert_eq!(timestamp_micros("2024-13-01 00:00:00"), None);
     }
 
     #[test]

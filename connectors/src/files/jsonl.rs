@@ -23,9 +23,6 @@ use tidex_engine::{
 fn infer_rows() -> usize {
     10_000
 }
-fn split_size() -> ByteSize {
-    ByteSize(64 << 20)
-}
 
 /// `[source] type = "jsonl"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,9 +39,10 @@ pub struct JsonlSourceConfig {
     /// Lines sampled for inference (default 10000).
     #[serde(default = "infer_rows")]
     pub infer_rows: usize,
-    /// Files larger than this are split into partitions (default 64MiB; 0 never).
-    #[serde(default = "split_size")]
-    pub split_size: ByteSize,
+    /// Files larger than this are split into partitions of about this size;
+    /// `0` never splits. Default: about eight per worker, 16–128 MiB.
+    #[serde(default)]
+    pub split_size: Option<ByteSize>,
 }
 
 /// Registers `type = "jsonl"`.
@@ -157,7 +155,10 @@ impl SourceFactory for JsonlSourceFactory {
         let mut parts = Vec::new();
         for (fi, f) in files.iter().enumerate() {
             let mut cuts = vec![0u64];
-            let split = c.split_size.0;
+            let split = c.split_size.map_or_else(
+                || super::auto_split(files.iter().map(|f| f.size).sum(), ctx.parallelism),
+                |s| s.0,
+            );
             if split > 0 && f.size > split + split / 4 {
                 let mut nominal = split;
                 while nominal + split / 4 < f.size {

@@ -2,6 +2,7 @@
 //! IPC sources; Parquet, Arrow IPC, CSV and JSON-lines sinks. Local paths,
 //! `file://`, `memory://` and `s3://` URLs all work the same way.
 
+mod assemble;
 pub mod csv;
 pub mod io;
 pub mod ipc_source;
@@ -22,6 +23,13 @@ pub fn register(r: &mut Registry) {
     for s in sink::FileSinkFactory::all() {
         r.register_sink(s);
     }
+}
+
+/// Partition size when a spec sets none: about eight partitions per worker
+/// (so one slow partition cannot leave a worker idle for long), between
+/// 16 MiB and 128 MiB.
+pub fn auto_split(total_bytes: u64, parallelism: usize) -> u64 {
+    (total_bytes / (parallelism.max(1) as u64 * 8)).clamp(16 << 20, 128 << 20)
 }
 
 /// The file connector type for a URL, from its extension (`people.csv`,

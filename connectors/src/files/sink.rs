@@ -17,21 +17,21 @@
 //! Each step is recorded in the publish journal, so a publish cut short by
 //! a crash finishes on resume without repeating a step.
 
-use super::io::{ChunkStream, RangeReader, UploadWriter, CHUNK};
+use super::assemble::{AsmContext, Assembler};
+use super::io::UploadWriter;
 use super::location::Location;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow::ipc::CompressionType;
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
+
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use parquet::file::reader::{ChunkReader, Length};
+
 use serde::Deserialize;
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tidex_engine::{
@@ -87,7 +87,7 @@ pub struct FileSinkConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Parquet,
     Arrow,
     Csv,
@@ -232,6 +232,7 @@ impl SinkFactory for FileSinkFactory {
             staging_fs,
             io: ctx.io.clone(),
             parts_without_header: AtomicBool::new(false),
+            live: Default::default(),
         }))
     }
 }
@@ -249,6 +250,8 @@ pub struct FileSink {
     /// CSV into a single file: only partition 0 carries the header, and none
     /// does when appending to an existing file.
     parts_without_header: AtomicBool,
+    /// Single-file targets: the output assembled as partitions commit.
+    live: LiveSlot,
 }
 
 impl FileSink {
@@ -339,6 +342,10 @@ impl FileSink {
     }
 
     fn parquet_props(&self) -> WriterProperties {
+        self.parquet_props_builder().build()
+    }
+
+    fn parquet_props_builder(&self) -> parquet::file::properties::WriterPropertiesBuilder {
         let compression = match self.codec {
             Codec::None => Compression::UNCOMPRESSED,
             Codec::Zstd(l) => Compression::ZSTD(ZstdLevel::try_new(l).unwrap_or_default()),
@@ -349,7 +356,6 @@ impl FileSink {
             .set_compression(compression)
             .set_max_row_group_row_count(Some(self.cfg.row_group_rows))
             .set_created_by(format!("tidex {}", env!("CARGO_PKG_VERSION")))
-            .build()
     }
 
     fn ipc_options(&self) -> Result<IpcWriteOptions> {
@@ -372,10 +378,10 @@ impl FileSink {
             Error::Internal(format!("opening {} writer: {e}", self.format.ext()))
         };
         Ok(match self.format {
-            Format::Parquet => Encoder::Parquet(
-                ArrowWriter::try_new(w, schema.clone(), Some(self.parquet_props()))
-                    .map_err(|x| e(&x))?,
-            ),
+            // Created at the first batch, whose values decide which columns get dictionaries.
+            Format::Parquet => {
+                Encoder::PendingParquet(Box::new((w, schema.clone(), self.parquet_props_builder())))
+            }
             Format::Arrow => Encoder::Arrow(
                 FileWriter::try_new_with_options(w, schema, self.ipc_options()?)
                     .map_err(|x| e(&x))?,
@@ -409,153 +415,30 @@ impl FileSink {
         h
     }
 
-    /// A reader over a store object for the Parquet concatenation.
-    fn chunk_source(&self, path: &Path) -> Result<Src> {
-        if self.loc.local.is_some() {
-            let fs = std::path::PathBuf::from(format!("/{path}"));
-            if let Ok(f) = std::fs::File::open(&fs) {
-                return Ok(Src::File(f));
-            }
-        }
-        let store = self.loc.store.clone();
-        let p = path.clone();
-        let b = self
-            .io
-            .block_on(async move { store.get(&p).await?.bytes().await })
-            .map_err(|e| Error::io(format!("reading {}", self.loc.display(path)), e))?;
-        Ok(Src::Mem(b))
+    fn assembler(&self, out: &Path, schema: &SchemaRef) -> Result<Assembler> {
+        let header = (self.format == Format::Csv && self.cfg.header.unwrap_or(true))
+            .then(|| self.csv_header(schema));
+        Assembler::create(
+            AsmContext {
+                format: self.format,
+                loc: self.loc.clone(),
+                io: self.io.clone(),
+                empty_parquet: self.parquet_props(),
+                ipc: self.ipc_options()?,
+                csv_header: header,
+            },
+            out,
+            schema.clone(),
+        )
     }
 
     /// Writes `inputs` one after another into `out`.
     fn assemble(&self, out: &Path, inputs: &[Path], schema: &SchemaRef) -> Result<()> {
-        let display = self.loc.display(out);
-        let mut w = UploadWriter::create(&self.io, &self.loc.store, out, display.clone())?;
-        let werr =
-            |e: &dyn std::fmt::Display| Error::io(format!("writing {display}"), e.to_string());
-        match self.format {
-            Format::Parquet if inputs.is_empty() => {
-                let enc = ArrowWriter::try_new(w, schema.clone(), Some(self.parquet_props()))
-                    .map_err(|e| werr(&e))?;
-                enc.into_inner().map_err(|e| werr(&e))?.finish()?;
-                return Ok(());
-            }
-            Format::Parquet => {
-                use parquet::column::writer::ColumnCloseResult;
-                use parquet::file::metadata::ParquetMetaDataReader;
-                use parquet::file::writer::SerializedFileWriter;
-                let mut writer: Option<SerializedFileWriter<UploadWriter>> = None;
-                let mut first_schema = None;
-                let mut w = Some(w);
-                for input in inputs {
-                    let src = self.chunk_source(input)?;
-                    let meta = ParquetMetaDataReader::new()
-                        .parse_and_finish(&src)
-                        .map_err(|e| {
-                            Error::io(format!("reading {}", self.loc.display(input)), e)
-                        })?;
-                    let fm = meta.file_metadata();
-                    let root = fm.schema_descr().root_schema_ptr();
-                    match &first_schema {
-                        None => first_schema = Some(root.clone()),
-                        Some(s) if *s != root => {
-                            return Err(Error::Config(format!(
-                            "cannot append to {}: it has a different schema than this run's output",
-                            self.loc.url
-                        )))
-                        }
-                        Some(_) => {}
-                    }
-                    if writer.is_none() {
-                        let props = WriterProperties::builder()
-                            .set_key_value_metadata(fm.key_value_metadata().cloned())
-                            .set_created_by(format!("tidex {}", env!("CARGO_PKG_VERSION")))
-                            .build();
-                        let out = w.take().expect("first input");
-                        writer = Some(
-                            SerializedFileWriter::new(out, root.clone(), Arc::new(props))
-                                .map_err(|e| werr(&e))?,
-                        );
-                    }
-                    let writer = writer.as_mut().expect("created");
-                    for rg in meta.row_groups() {
-                        let mut rg_out = writer.next_row_group().map_err(|e| werr(&e))?;
-                        for column in rg.columns() {
-                            let result = ColumnCloseResult {
-                                bytes_written: column.compressed_size() as _,
-                                rows_written: rg.num_rows() as _,
-                                metadata: column.clone(),
-                                bloom_filter: None,
-                                column_index: None,
-                                offset_index: None,
-                            };
-                            rg_out.append_column(&src, result).map_err(|e| werr(&e))?;
-                        }
-                        rg_out.close().map_err(|e| werr(&e))?;
-                    }
-                }
-                let writer = writer.expect("at least one input");
-                writer.into_inner().map_err(|e| werr(&e))?.finish()?;
-                return Ok(());
-            }
-            Format::Arrow => {
-                let mut enc = FileWriter::try_new_with_options(w, schema, self.ipc_options()?)
-                    .map_err(|e| werr(&e))?;
-                for input in inputs {
-                    let size = self.size_of(input)?;
-                    let r = arrow::ipc::reader::FileReader::try_new(
-                        RangeReader::new(&self.io, self.loc.store.clone(), input.clone(), size),
-                        None,
-                    )
-                    .map_err(|e| Error::io(format!("reading {}", self.loc.display(input)), e))?;
-                    if r.schema().fields() != schema.fields() {
-                        return Err(Error::Config(format!(
-                            "cannot append to {}: it has a different schema than this run's output",
-                            self.loc.url
-                        )));
-                    }
-                    for b in r {
-                        let b = b.map_err(|e| {
-                            Error::io(format!("reading {}", self.loc.display(input)), e)
-                        })?;
-                        enc.write(&b).map_err(|e| werr(&e))?;
-                    }
-                }
-                enc.finish().map_err(|e| werr(&e))?;
-                enc.into_inner().map_err(|e| werr(&e))?.finish()?;
-                return Ok(());
-            }
-            Format::Csv if inputs.is_empty() && self.cfg.header.unwrap_or(true) => {
-                w.write_all(&self.csv_header(schema))
-                    .map_err(|e| werr(&e))?;
-            }
-            Format::Csv | Format::Jsonl => {
-                for input in inputs {
-                    let size = self.size_of(input)?;
-                    let mut chunks = ChunkStream::spawn(
-                        &self.io,
-                        self.loc.store.clone(),
-                        input.clone(),
-                        self.loc.display(input),
-                        0..size,
-                        CHUNK,
-                    );
-                    while let Some(c) = chunks.next_chunk()? {
-                        w.write_all(&c).map_err(|e| werr(&e))?;
-                    }
-                }
-            }
+        let mut a = self.assembler(out, schema)?;
+        for input in inputs {
+            a.append(input)?;
         }
-        w.finish()?;
-        Ok(())
-    }
-
-    fn size_of(&self, path: &Path) -> Result<u64> {
-        let store = self.loc.store.clone();
-        let p = path.clone();
-        self.io
-            .block_on(async move { store.head(&p).await })
-            .map(|m| m.size)
-            .map_err(|e| Error::io(format!("reading {}", self.loc.display(path)), e))
+        a.finish()
     }
 
     fn publish_file(
@@ -569,7 +452,20 @@ impl FileSink {
             .run_dir(run.run_id)
             .join(format!("assembled.{}", self.format.ext()));
         let step = journal.step()?;
-        if step.is_none() {
+        let live = self
+            .live
+            .lock()
+            .map_err(|_| Error::Internal("poisoned".into()))?
+            .take()
+            .filter(|l| l.run_id == run.run_id);
+        if let (None, Some(mut l)) = (&step, live) {
+            // Most parts were appended as they committed; add the rest in order.
+            for p in parts.iter().filter(|p| p.index >= l.next) {
+                l.asm.append(&self.part_path(run.run_id, p.index))?;
+            }
+            l.asm.finish()?;
+            journal.record("assembled")?;
+        } else if step.is_none() {
             let append = self.cfg.mode == Mode::Append && self.exists(&self.loc.path)?;
             let mut inputs: Vec<Path> = Vec::new();
             if append {
@@ -673,39 +569,35 @@ impl FileSink {
     }
 }
 
-enum Src {
-    File(std::fs::File),
-    Mem(Bytes),
+/// Whether a column's first values are mostly distinct. Dictionary encoding
+/// such a column (ids, phone numbers, timestamps) only costs hashing before
+/// the writer falls back to plain pages, so it is switched off for it.
+fn high_cardinality(col: &arrow::array::ArrayRef) -> bool {
+    use arrow::row::{RowConverter, SortField};
+    let n = col.len().min(8192);
+    if n < 1024 || col.data_type().is_nested() {
+        return false;
+    }
+    let sample = col.slice(0, n);
+    let Ok(conv) = RowConverter::new(vec![SortField::new(sample.data_type().clone())]) else {
+        return false;
+    };
+    let Ok(rows) = conv.convert_columns(&[sample]) else {
+        return false;
+    };
+    let distinct: std::collections::HashSet<&[u8]> = rows.iter().map(|r| r.data()).collect();
+    distinct.len() * 2 > n
 }
 
-impl Length for Src {
-    fn len(&self) -> u64 {
-        match self {
-            Src::File(f) => f.len(),
-            Src::Mem(b) => b.len() as u64,
-        }
-    }
-}
-
-impl ChunkReader for Src {
-    type T = Box<dyn Read + Send>;
-
-    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        Ok(match self {
-            Src::File(f) => Box::new(f.get_read(start)?),
-            Src::Mem(b) => Box::new(b.get_read(start)?),
-        })
-    }
-
-    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        match self {
-            Src::File(f) => f.get_bytes(start, length),
-            Src::Mem(b) => b.get_bytes(start, length),
-        }
-    }
-}
+type PendingParquet = (
+    UploadWriter,
+    SchemaRef,
+    parquet::file::properties::WriterPropertiesBuilder,
+);
 
 enum Encoder {
+    /// A Parquet writer not yet created: it waits for the first batch.
+    PendingParquet(Box<PendingParquet>),
     Parquet(ArrowWriter<UploadWriter>),
     Arrow(FileWriter<UploadWriter>),
     Csv(arrow::csv::Writer<UploadWriter>),
@@ -713,8 +605,31 @@ enum Encoder {
 }
 
 impl Encoder {
+    /// Turns a pending Parquet encoder into a writer, choosing dictionary
+    /// encoding per column from the first batch.
+    fn start(self, first: Option<&RecordBatch>) -> std::result::Result<Encoder, String> {
+        let Encoder::PendingParquet(pending) = self else {
+            return Ok(self);
+        };
+        let (w, schema, mut props) = *pending;
+        if let Some(b) = first {
+            for (field, col) in schema.fields().iter().zip(b.columns()) {
+                if high_cardinality(col) {
+                    props = props.set_column_dictionary_enabled(
+                        parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                        false,
+                    );
+                }
+            }
+        }
+        ArrowWriter::try_new(w, schema, Some(props.build()))
+            .map(Encoder::Parquet)
+            .map_err(|e| e.to_string())
+    }
+
     fn write(&mut self, b: &RecordBatch) -> std::result::Result<(), String> {
         match self {
+            Encoder::PendingParquet(_) => Err("internal: parquet writer not started".into()),
             Encoder::Parquet(w) => w.write(b).map_err(|e| e.to_string()),
             Encoder::Arrow(w) => w.write(b).map_err(|e| e.to_string()),
             Encoder::Csv(w) => w.write(b).map_err(|e| e.to_string()),
@@ -723,7 +638,8 @@ impl Encoder {
     }
 
     fn finish(self) -> std::result::Result<UploadWriter, String> {
-        match self {
+        match self.start(None)? {
+            Encoder::PendingParquet(_) => Err("internal: parquet writer not started".into()),
             Encoder::Parquet(w) => w.into_inner().map_err(|e| e.to_string()),
             Encoder::Arrow(mut w) => {
                 w.finish().map_err(|e| e.to_string())?;
@@ -738,7 +654,21 @@ impl Encoder {
     }
 }
 
+/// The single-file output being assembled while a run's partitions commit.
+struct Live {
+    run_id: i64,
+    asm: Assembler,
+    /// The next partition to append.
+    next: usize,
+    /// Committed partitions waiting for those before them.
+    committed: std::collections::BTreeSet<usize>,
+}
+
+type LiveSlot = Arc<std::sync::Mutex<Option<Live>>>;
+
 struct FilePartWriter {
+    /// The sink's live assembly and this partition's staged path maker.
+    live: Option<(LiveSlot, i64, Path, &'static str)>,
     enc: Option<Encoder>,
     schema: SchemaRef,
     index: usize,
@@ -749,10 +679,16 @@ struct FilePartWriter {
 
 impl PartitionWriter for FilePartWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let enc = self
+        let mut enc = self
             .enc
-            .as_mut()
+            .take()
             .ok_or_else(|| Error::Internal("write after commit".into()))?;
+        if matches!(enc, Encoder::PendingParquet(_)) {
+            enc = enc
+                .start(Some(batch))
+                .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
+        }
+        let enc = self.enc.insert(enc);
         enc.write(batch)
             .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
         self.rows += batch.num_rows() as u64;
@@ -764,7 +700,7 @@ impl PartitionWriter for FilePartWriter {
             .enc
             .take()
             .ok_or_else(|| Error::Internal("commit twice".into()))?;
-        if self.rows == 0 {
+        if self.rows == 0 && matches!(enc, Encoder::Csv(_)) {
             // So that an empty CSV part still carries its header.
             enc.write(&RecordBatch::new_empty(self.schema.clone()))
                 .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
@@ -773,6 +709,22 @@ impl PartitionWriter for FilePartWriter {
             .finish()
             .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
         let bytes = w.finish()?;
+        if let Some((slot, run_id, dir, ext)) = &self.live {
+            let mut guard = slot
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?;
+            if let Some(l) = guard.as_mut().filter(|l| l.run_id == *run_id) {
+                l.committed.insert(self.index);
+                while l.committed.remove(&l.next) {
+                    let part = dir.clone().join(format!("part-{:05}.{ext}", l.next));
+                    if let Err(e) = l.asm.append(&part) {
+                        *guard = None;
+                        return Err(e);
+                    }
+                    l.next += 1;
+                }
+            }
+        }
         Ok(CommittedPart {
             index: self.index,
             location: self.location.clone(),
@@ -788,7 +740,7 @@ impl PartitionWriter for FilePartWriter {
 }
 
 impl Sink for FileSink {
-    fn prepare(&self, run: &RunInfo, _schema: &SchemaRef) -> Result<()> {
+    fn prepare(&self, run: &RunInfo, schema: &SchemaRef) -> Result<()> {
         let exists = self.target_exists()?;
         if !run.resumed && self.cfg.mode == Mode::Fail && exists {
             return Err(Error::Config(format!(
@@ -800,6 +752,29 @@ impl Sink for FileSink {
             self.format == Format::Csv && !self.is_dir && self.cfg.mode == Mode::Append && exists;
         self.parts_without_header
             .store(headerless, Ordering::Relaxed);
+        // A single-file target of a fresh run is assembled while partitions
+        // commit, so publishing only adds the last parts. A resumed run
+        // assembles at publish time, from every committed part.
+        let mut live = self
+            .live
+            .lock()
+            .map_err(|_| Error::Internal("poisoned".into()))?;
+        *live = None;
+        if !self.is_dir && !run.resumed && run.partitions > 1 {
+            let out = self
+                .run_dir(run.run_id)
+                .join(format!("assembled.{}", self.format.ext()));
+            let mut asm = self.assembler(&out, schema)?;
+            if self.cfg.mode == Mode::Append && exists {
+                asm.append(&self.loc.path)?;
+            }
+            *live = Some(Live {
+                run_id: run.run_id,
+                asm,
+                next: 0,
+                committed: Default::default(),
+            });
+        }
         Ok(())
     }
 
@@ -816,7 +791,16 @@ impl Sink for FileSink {
             && (self.is_dir
                 || (partition.index == 0 && !self.parts_without_header.load(Ordering::Relaxed)));
         let enc = self.encoder(w, &schema, header)?;
+        let live = (!self.is_dir).then(|| {
+            (
+                self.live.clone(),
+                run.run_id,
+                self.run_dir(run.run_id),
+                self.format.ext(),
+            )
+        });
         Ok(Box::new(FilePartWriter {
+            live,
             enc: Some(enc),
             schema,
             index: partition.index,
