@@ -134,3 +134,56 @@ fn split_input_into_one_file_of_every_format() {
         );
     }
 }
+
+#[test]
+fn csv_tokenizer_handles_crlf_blank_lines_quotes_and_chunk_boundaries() {
+    // Large enough (> 8 MiB) that records straddle the reader's chunk boundaries.
+    let s = Scratch::new();
+    let mut body = String::from("id,text,n\r\n");
+    let mut expected = Vec::new();
+    for i in 0..300_000u32 {
+        let text = match i % 5 {
+            0 => format!("plain value {i} 中文"),
+            1 => format!("comma, inside {i}"),
+            2 => format!("quote \"{i}\" inside"),
+            3 => format!("line\nbreak {i}"),
+            _ => String::new(),
+        };
+        let field = if text.contains([',', '"', '\n']) {
+            format!("\"{}\"", text.replace('"', "\"\""))
+        } else {
+            text.clone()
+        };
+        body += &format!(
+            "{i},{field},{}{}",
+            i * 7,
+            if i % 2 == 0 { "\r\n" } else { "\n" }
+        );
+        if i % 1000 == 0 {
+            body += "\r\n"; // blank lines are skipped
+        }
+        expected.push((
+            i.to_string(),
+            if text.is_empty() {
+                "<null>".to_string()
+            } else {
+                text
+            },
+            (i * 7).to_string(),
+        ));
+    }
+    assert!(body.len() > 9 << 20);
+    s.write("t.csv", &body);
+    let spec = s.write("job.toml", "[job]\nname = \"tok\"\n[source]\ntype = \"csv\"\nurl = \"t.csv\"\nsplit_size = 0\n[sink]\ntype = \"parquet\"\nurl = \"t.parquet\"\n");
+    let sum = summary(&s.ok(&["run", spec.to_str().unwrap(), "--json"]));
+    assert_eq!(sum["rows"], 300_000);
+    let b = read_batches(&s.path("t.parquet"));
+    let (ids, texts, ns) = (
+        column_text(&b, "id"),
+        column_text(&b, "text"),
+        column_text(&b, "n"),
+    );
+    for (k, (id, text, n)) in expected.iter().enumerate() {
+        assert_eq!((&ids[k], &texts[k], &ns[k]), (id, text, n), "row {k}");
+    }
+}

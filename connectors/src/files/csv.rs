@@ -726,6 +726,9 @@ impl Source for CsvSource {
             records: 0,
             data: vec![0; 1 << 20],
             ends: vec![0; 1 << 16],
+            starts: Vec::new(),
+            core_active: false,
+            dialect: self.dialect,
             data_len: 0,
             ends_len: 1,
             rows: Vec::new(),
@@ -762,6 +765,12 @@ struct CsvReader {
     data: Vec<u8>,
     /// `ends[0] = 0`, then the end of every field in `data`.
     ends: Vec<usize>,
+    /// The start of every field in `data` (fields split on the fast path
+    /// keep their delimiters between them, so starts are not previous ends).
+    starts: Vec<usize>,
+    /// csv-core is in the middle of a record.
+    core_active: bool,
+    dialect: Dialect,
     data_len: usize,
     ends_len: usize,
     /// Byte offset and record number of each row in the batch.
@@ -797,6 +806,7 @@ impl CsvReader {
         let ncols = self.schema.fields().len();
         self.data_len = 0;
         self.ends_len = 1;
+        self.starts.clear();
         self.rows.clear();
         self.malformed.clear();
         let (mut rec_data, mut rec_ends) = (0usize, 1usize);
@@ -808,6 +818,78 @@ impl CsvReader {
                         self.pos = 0;
                     }
                     None => self.eof = true,
+                }
+                continue;
+            }
+            // Fast path: a whole line in the buffer with no quote and no
+            // stray carriage return is split on the delimiter directly.
+            // Everything else (quoted fields, comments, a record cut by the
+            // end of a chunk) goes through csv-core.
+            if !self.core_active && !self.eof {
+                let rest = &self.buf[self.pos..];
+                if let Some(nl) = memchr::memchr(b'\n', rest) {
+                    let mut line = &rest[..nl];
+                    if line.last() == Some(&b'\r') {
+                        line = &line[..line.len() - 1];
+                    }
+                    let plain = memchr::memchr2(self.dialect.quote, b'\r', line).is_none()
+                        && !(self.dialect.comment.is_some()
+                            && line.first() == self.dialect.comment.as_ref());
+                    if plain {
+                        let rec_offset = self.offset;
+                        self.pos += nl + 1;
+                        self.offset += nl as u64 + 1;
+                        self.rec_start = self.offset;
+                        if line.is_empty() {
+                            continue; // blank lines are skipped, as csv-core does
+                        }
+                        self.records += 1;
+                        let line = &self.buf[self.pos - nl - 1..self.pos - nl - 1 + line.len()];
+                        let base = self.data_len;
+                        if base + line.len() > self.data.len() {
+                            let n = (self.data.len() * 2).max(base + line.len());
+                            self.data.resize(n, 0);
+                        }
+                        self.data[base..base + line.len()].copy_from_slice(line);
+                        self.data_len += line.len();
+                        if self.ends_len + line.len() + 2 > self.ends.len() {
+                            let n = (self.ends.len() * 2).max(self.ends_len + line.len() + 2);
+                            self.ends.resize(n, 0);
+                        }
+                        let (starts_before, ends_before) = (self.starts.len(), self.ends_len);
+                        let mut start = base;
+                        for p in memchr::memchr_iter(self.dialect.delimiter, line) {
+                            self.starts.push(start);
+                            self.ends[self.ends_len] = base + p;
+                            self.ends_len += 1;
+                            start = base + p + 1;
+                        }
+                        self.starts.push(start);
+                        self.ends[self.ends_len] = base + line.len();
+                        self.ends_len += 1;
+                        let nfields = self.ends_len - ends_before;
+                        if nfields != ncols {
+                            let values = line
+                                .split(|&b| b == self.dialect.delimiter)
+                                .map(|f| String::from_utf8_lossy(f).into_owned())
+                                .collect();
+                            self.data_len = base;
+                            self.ends_len = ends_before;
+                            self.starts.truncate(starts_before);
+                            let loc = self.location(rec_offset, self.records, None);
+                            let row = DirtyRow::row(
+                                loc,
+                                format!("expected {ncols} fields, found {nfields}"),
+                            )
+                            .with_values(values);
+                            self.malformed.push((self.rows.len(), row));
+                        } else {
+                            self.rows.push((rec_offset, self.records));
+                        }
+                        rec_data = self.data_len;
+                        rec_ends = self.ends_len;
+                        continue;
+                    }
                 }
             }
             let input = if self.eof {
@@ -824,6 +906,7 @@ impl CsvReader {
             self.offset += nin as u64;
             self.data_len += nout;
             self.ends_len += nend;
+            self.core_active = true;
             match res {
                 ReadRecordResult::InputEmpty => {}
                 ReadRecordResult::OutputFull => {
@@ -835,6 +918,7 @@ impl CsvReader {
                     self.ends.resize(n, 0);
                 }
                 ReadRecordResult::Record => {
+                    self.core_active = false;
                     let rec_offset = self.rec_start;
                     self.rec_start = self.offset;
                     self.records += 1;
@@ -851,14 +935,21 @@ impl CsvReader {
                         self.malformed.push((self.rows.len(), row));
                         continue;
                     }
+                    // csv-core writes field ends relative to the record, fields back to back.
+                    let mut start = rec_data;
                     for e in &mut self.ends[rec_ends..self.ends_len] {
                         *e += rec_data;
+                        self.starts.push(start);
+                        start = *e;
                     }
                     rec_data = self.data_len;
                     rec_ends = self.ends_len;
                     self.rows.push((rec_offset, self.records));
                 }
-                ReadRecordResult::End => self.done = true,
+                ReadRecordResult::End => {
+                    self.core_active = false;
+                    self.done = true;
+                }
             }
         }
         Ok(())
@@ -873,14 +964,16 @@ impl CsvReader {
         let bounds = &self.ends[..self.ends_len];
         // Fast path: one validation of the whole buffer; sound per field
         // because every field boundary is also checked to be a char boundary.
-        let text = simdutf8::basic::from_utf8(data)
-            .ok()
-            .filter(|t| bounds.iter().all(|&b| t.is_char_boundary(b)));
+        let starts = &self.starts[..];
+        let text = simdutf8::basic::from_utf8(data).ok().filter(|t| {
+            bounds.iter().all(|&b| t.is_char_boundary(b))
+                && starts.iter().all(|&b| t.is_char_boundary(b))
+        });
         let mut bad: Vec<(usize, usize, String)> = Vec::new();
         let only_empty_null = self.nulls.len() == 1 && self.nulls[0].is_empty();
         let field = |r: usize, c: usize| -> &[u8] {
             let k = r * ncols + c;
-            &data[bounds[k]..bounds[k + 1]]
+            &data[starts[k]..bounds[k + 1]]
         };
         let is_null = |f: &[u8]| {
             if only_empty_null {
@@ -892,7 +985,7 @@ impl CsvReader {
         let get_str = |r: usize, c: usize| -> Result<&str, String> {
             let k = r * ncols + c;
             match text {
-                Some(t) => Ok(&t[bounds[k]..bounds[k + 1]]),
+                Some(t) => Ok(&t[starts[k]..bounds[k + 1]]),
                 None => {
                     std::str::from_utf8(field(r, c)).map_err(|e| format!("invalid UTF-8 ({e})"))
                 }
