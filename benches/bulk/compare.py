@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
 ROOT = Path(__file__).resolve().parents[2]
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin") or "/usr/bin/time"
 OUT_DIR = ROOT / "benches" / "data" / "out"
 RESULTS_DIR = ROOT / "benches" / "results"
 
@@ -94,15 +95,23 @@ def remove(path):
 
 
 def measure(argv, log):
-    """Run argv to completion; return (exit code, wall seconds, peak RSS KiB)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    # wait4 rather than proc.wait(): it returns the child's own rusage, whose
-    # ru_maxrss (KiB on Linux) is that process's peak resident set.
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, wall, usage.ru_maxrss
+    """Run argv to completion; return (exit code, wall seconds, peak RSS KiB).
+
+    The peak RSS comes from GNU time, which starts the tool from its own
+    small process: a child forked straight from this script would count the
+    script's resident pages (the reference data it holds) as its own.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        proc.wait()
+        wall = time.perf_counter() - t0
+        text = rss_file.read().strip().splitlines()
+    rss = int(text[-1]) if text and text[-1].isdigit() else 0
+    return proc.returncode, wall, rss
 
 
 def csv_reference(csv):

@@ -38,6 +38,12 @@ if ! "$venv/bin/python" -c 'import polars, duckdb, pyarrow' 2>/dev/null; then
     "$venv/bin/python" -m pip install --quiet polars duckdb pyarrow
 fi
 
+# GNU time measures each tool's peak memory.
+if [[ ! -x /usr/bin/time ]]; then
+    echo "run.sh: installing GNU time" >&2
+    apt-get install -y -qq time >/dev/null
+fi
+
 if [[ -n "${TIDEX_BIN:-}" ]]; then
     tidex="$TIDEX_BIN"
 else

@@ -93,8 +93,8 @@ impl Assembler {
     }
 
     fn chunk_source(&self, path: &Path) -> Result<Src> {
-        if self.ctx.loc.local.is_some() {
-            if let Ok(f) = std::fs::File::open(format!("/{path}")) {
+        if let Some(fs) = self.ctx.loc.fs_path(path) {
+            if let Ok(f) = std::fs::File::open(fs) {
                 return Ok(Src::File(f));
             }
         }

@@ -87,8 +87,8 @@ pub struct CsvSourceConfig {
     #[serde(default = "infer_rows")]
     pub infer_rows: usize,
     /// Files larger than this are split into partitions of about this
-    /// size; `0` never splits. Default: about eight partitions per worker,
-    /// between 16 MiB and 128 MiB.
+    /// size; `0` never splits. Default: about sixteen partitions per worker,
+    /// between 8 MiB and 128 MiB.
     #[serde(default)]
     pub split_size: Option<ByteSize>,
 }
@@ -700,10 +700,11 @@ impl Source for CsvSource {
     fn open(&self, partition: usize) -> Result<Box<dyn SourceReader>> {
         let p = self.parts[partition].clone();
         let f = &self.files[p.file];
-        let chunks = ChunkStream::spawn(
+        let chunks = ChunkStream::spawn_file(
             &self.io,
             self.loc.store.clone(),
             f.path.clone(),
+            self.loc.fs_path(&f.path),
             f.display.clone(),
             p.start..p.end,
             CHUNK,

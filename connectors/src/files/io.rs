@@ -53,6 +53,57 @@ impl ChunkStream {
         ChunkStream { rx, task }
     }
 
+    /// Like [`Self::spawn`], reading a local file directly when `local` is
+    /// given: object_store zero-fills every buffer before reading into it,
+    /// which costs as much CPU as the read itself.
+    pub fn spawn_file(
+        io: &Handle,
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        local: Option<std::path::PathBuf>,
+        display: String,
+        range: std::ops::Range<u64>,
+        chunk: u64,
+    ) -> Self {
+        let Some(fs_path) = local else {
+            return Self::spawn(io, store, path, display, range, chunk);
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let task = io.spawn_blocking(move || {
+            let read = |file: &mut std::fs::File, off: u64, len: u64| -> std::io::Result<Bytes> {
+                file.seek(SeekFrom::Start(off))?;
+                let mut buf = Vec::with_capacity(len as usize);
+                file.take(len).read_to_end(&mut buf)?;
+                if (buf.len() as u64) < len {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "file is shorter than when it was listed",
+                    ));
+                }
+                Ok(Bytes::from(buf))
+            };
+            let mut file = match std::fs::File::open(&fs_path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Error::io(format!("opening {display}"), e)));
+                    return;
+                }
+            };
+            let mut off = range.start;
+            while off < range.end {
+                let end = (off + chunk).min(range.end);
+                let res = read(&mut file, off, end - off)
+                    .map_err(|e| Error::io(format!("reading {display} bytes {off}..{end}"), e));
+                let failed = res.is_err();
+                if tx.blocking_send(res).is_err() || failed {
+                    return;
+                }
+                off = end;
+            }
+        });
+        ChunkStream { rx, task }
+    }
+
     /// The next chunk, or `None` at the end of the range.
     pub fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         self.rx.blocking_recv().transpose()

@@ -40,7 +40,7 @@ pub struct JsonlSourceConfig {
     #[serde(default = "infer_rows")]
     pub infer_rows: usize,
     /// Files larger than this are split into partitions of about this size;
-    /// `0` never splits. Default: about eight per worker, 16–128 MiB.
+    /// `0` never splits. Default: about sixteen per worker, 8–128 MiB.
     #[serde(default)]
     pub split_size: Option<ByteSize>,
 }
@@ -217,10 +217,11 @@ impl Source for JsonlSource {
         let p = self.parts[partition].clone();
         let f = &self.files[p.file];
         Ok(Box::new(JsonlReader {
-            chunks: ChunkStream::spawn(
+            chunks: ChunkStream::spawn_file(
                 &self.io,
                 self.loc.store.clone(),
                 f.path.clone(),
+                self.loc.fs_path(&f.path),
                 f.display.clone(),
                 p.start..p.end,
                 CHUNK,

@@ -30,6 +30,7 @@ pub struct Location {
     pub trailing_slash: bool,
     /// Filesystem path for local URLs.
     pub local: Option<PathBuf>,
+    local_fs: Option<Arc<object_store::local::LocalFileSystem>>,
     prefix: String,
 }
 
@@ -77,6 +78,7 @@ impl Location {
     /// Resolves a URL.
     pub fn parse(url: &str) -> Result<Location> {
         let trailing_slash = url.ends_with('/');
+        let mut local_fs = None;
         let (scheme, rest) = match url.split_once("://") {
             Some((s, r)) => (s.to_ascii_lowercase(), r.to_string()),
             None => ("file".to_string(), url.to_string()),
@@ -90,8 +92,9 @@ impl Location {
                 let abs = std::path::absolute(&raw).map_err(|e| Error::io(format!("resolving path {raw}"), e))?;
                 let abs = normalize(&abs);
                 let s = abs.to_str().ok_or_else(|| Error::Config(format!("path {raw:?} is not valid UTF-8")))?.to_string();
-                let store = Arc::new(object_store::local::LocalFileSystem::new());
-                (store, String::new(), s, Some(abs))
+                let fs = Arc::new(object_store::local::LocalFileSystem::new());
+                local_fs = Some(fs.clone());
+                (fs, String::new(), s, Some(abs))
             }
             "memory" => (memory_store(), "memory://".into(), rest.clone(), None),
             "s3" | "s3a" => {
@@ -140,6 +143,7 @@ impl Location {
             glob,
             trailing_slash,
             local,
+            local_fs,
             prefix,
         })
     }
@@ -156,6 +160,13 @@ impl Location {
         } else {
             format!("{}{}", self.prefix, path)
         }
+    }
+
+    /// The filesystem path of a store path, for local URLs.
+    pub fn fs_path(&self, path: &Path) -> Option<PathBuf> {
+        self.local_fs
+            .as_ref()
+            .and_then(|fs| fs.path_to_filesystem(path).ok())
     }
 
     /// Whether the URL names a directory: it ends in `/`, has a glob, or is

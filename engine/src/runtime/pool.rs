@@ -11,11 +11,15 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+/// A worker's next task: its own first, then the next from the shared queue
+/// (one at a time, so partitions run roughly in plan order and an in-order
+/// consumer such as single-file assembly keeps pace), then one stolen from
+/// another worker.
 fn find_task<T>(local: &Worker<T>, global: &Injector<T>, stealers: &[Stealer<T>]) -> Option<T> {
     local.pop().or_else(|| {
         std::iter::repeat_with(|| {
             global
-                .steal_batch_and_pop(local)
+                .steal()
                 .or_else(|| stealers.iter().map(|s| s.steal()).collect())
         })
         .find(|s| !s.is_retry())
