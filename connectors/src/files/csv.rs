@@ -528,17 +528,19 @@ impl SourceFactory for CsvSourceFactory {
                 0
             };
             let mut cuts = vec![data_start];
-            let split = c.split_size.map_or_else(
-                || super::auto_split(files.iter().map(|f| f.size).sum(), ctx.parallelism),
-                |s| s.0,
-            );
-            if split > 0 && f.size - data_start > split + split / 4 {
-                let mut nominal = Vec::new();
-                let mut n = data_start + split;
-                while n + split / 4 < f.size {
-                    nominal.push(n);
-                    n += split;
-                }
+            let (split, taper) = match c.split_size {
+                Some(s) => (s.0, 0),
+                None => (
+                    super::auto_split(files.iter().map(|f| f.size).sum(), ctx.parallelism),
+                    if fi + 1 == files.len() {
+                        ctx.parallelism
+                    } else {
+                        0
+                    },
+                ),
+            };
+            let nominal = super::nominal_cuts(data_start, f.size, split, taper);
+            if !nominal.is_empty() {
                 let found = if multiline {
                     scan_boundaries(&loc, &ctx.io, f, data_start, &nominal, &dialect)?
                 } else {
@@ -986,7 +988,9 @@ impl CsvReader {
         let get_str = |r: usize, c: usize| -> Result<&str, String> {
             let k = r * ncols + c;
             match text {
-                Some(t) => Ok(&t[starts[k]..bounds[k + 1]]),
+                // SAFETY: `t` is valid UTF-8 and every field start and end was
+                // checked above to lie on a char boundary of it.
+                Some(t) => Ok(unsafe { t.get_unchecked(starts[k]..bounds[k + 1]) }),
                 None => {
                     std::str::from_utf8(field(r, c)).map_err(|e| format!("invalid UTF-8 ({e})"))
                 }
@@ -997,10 +1001,8 @@ impl CsvReader {
             let mut fail = |r: usize, msg: String| bad.push((r, c, msg));
             let arr: ArrayRef = match f.data_type() {
                 DataType::Utf8 => {
-                    let mut b = StringBuilder::with_capacity(
-                        nrows,
-                        bounds[bounds.len() - 1] / ncols.max(1) + 1,
-                    );
+                    let bytes: usize = (0..nrows).map(|r| field(r, c).len()).sum();
+                    let mut b = StringBuilder::with_capacity(nrows, bytes);
                     for r in 0..nrows {
                         if is_null(field(r, c)) {
                             b.append_null();

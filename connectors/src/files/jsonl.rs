@@ -155,22 +155,25 @@ impl SourceFactory for JsonlSourceFactory {
         let mut parts = Vec::new();
         for (fi, f) in files.iter().enumerate() {
             let mut cuts = vec![0u64];
-            let split = c.split_size.map_or_else(
-                || super::auto_split(files.iter().map(|f| f.size).sum(), ctx.parallelism),
-                |s| s.0,
-            );
-            if split > 0 && f.size > split + split / 4 {
-                let mut nominal = split;
-                while nominal + split / 4 < f.size {
-                    let end = (nominal + (1 << 20)).min(f.size);
-                    let w = loc.get_range(&ctx.io, &f.path, nominal..end)?;
-                    if let Some(i) = w.iter().position(|&b| b == b'\n') {
-                        let b = nominal + i as u64 + 1;
-                        if b > *cuts.last().expect("non-empty") && b < f.size {
-                            cuts.push(b);
-                        }
+            let (split, taper) = match c.split_size {
+                Some(s) => (s.0, 0),
+                None => (
+                    super::auto_split(files.iter().map(|f| f.size).sum(), ctx.parallelism),
+                    if fi + 1 == files.len() {
+                        ctx.parallelism
+                    } else {
+                        0
+                    },
+                ),
+            };
+            for nominal in super::nominal_cuts(0, f.size, split, taper) {
+                let end = (nominal + (1 << 20)).min(f.size);
+                let w = loc.get_range(&ctx.io, &f.path, nominal..end)?;
+                if let Some(i) = w.iter().position(|&b| b == b'\n') {
+                    let b = nominal + i as u64 + 1;
+                    if b > *cuts.last().expect("non-empty") && b < f.size {
+                        cuts.push(b);
                     }
-                    nominal += split;
                 }
             }
             cuts.push(f.size);
