@@ -154,6 +154,9 @@ def run_tool(name, command, reps, reference, work):
         # A fresh state store each rep: tidex then starts as on a first run,
         # with no history or checkpoints carried over from the last rep.
         remove(work / "state.db")
+        # Flush the previous rep's writes so their writeback does not land
+        # in this rep's timing (the same for every tool).
+        os.sync()
         log_path = work / f"{name}.log"
         with open(log_path, "wb") as log:
             code, wall, maxrss = measure(command(out), log)

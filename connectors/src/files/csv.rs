@@ -1256,7 +1256,39 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// `[-]digits[.digits]` with at most 18 digits in all, scaled to `s`, or
+/// `None` for anything else (which takes arrow's general parser).
+fn fast_decimal(b: &[u8], p: u8, s: i8) -> Option<i128> {
+    let (neg, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    let (int, frac) = match memchr::memchr(b'.', digits) {
+        Some(i) => (&digits[..i], &digits[i + 1..]),
+        None => (digits, &b""[..]),
+    };
+    if int.is_empty() || int.len() + frac.len() > 18 || frac.len() > s as usize {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in int.iter().chain(frac) {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(c - b'0');
+    }
+    let significant = int.iter().skip_while(|&&c| c == b'0').count();
+    if significant + s as usize > p as usize {
+        return None; // let the general parser produce the overflow error
+    }
+    let v = i128::from(v) * 10i128.pow((s as usize - frac.len()) as u32);
+    Some(if neg { -v } else { v })
+}
+
 fn decimal(v: &str, p: u8, s: i8) -> Result<i128, String> {
+    if let Some(x) = fast_decimal(v.as_bytes(), p, s) {
+        return Ok(x);
+    }
     let t = v.trim();
     let frac = t.split_once('.').map_or(0, |(_, f)| f.len());
     if frac > s as usize {
@@ -1424,6 +1456,38 @@ mod tests {
             timestamp_micros("2024-01-01 00:00:00")
         );
         assert_eq!(timestamp_micros("2024-13-01 00:00:00"), None);
+    }
+
+    #[test]
+    fn fast_decimals_agree_with_arrow() {
+        for (v, p, s) in [
+            ("12.5", 18, 2),
+            ("-0.01", 10, 2),
+            ("0", 5, 0),
+            ("123456789012345678", 38, 0),
+            ("99999999.99", 10, 2),
+            ("007.10", 6, 3),
+        ] {
+            let slow = parse_decimal::<Decimal128Type>(v, p, s).unwrap();
+            assert_eq!(fast_decimal(v.as_bytes(), p, s), Some(slow), "{v}");
+        }
+        for v in [
+            "1e5",
+            "+1.0",
+            " 1.0",
+            ".5",
+            "--1",
+            "1.2.3",
+            "12345678901234567890",
+        ] {
+            assert_eq!(fast_decimal(v.as_bytes(), 38, 2), None, "{v}");
+        }
+        assert_eq!(
+            fast_decimal(b"123.45", 4, 2),
+            None,
+            "overflow goes to the general parser"
+        );
+        assert!(decimal("123.45", 4, 2).is_err());
     }
 
     #[test]
