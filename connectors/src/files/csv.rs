@@ -731,6 +731,7 @@ impl Source for CsvSource {
             ends: vec![0; 1 << 16],
             starts: Vec::new(),
             core_active: false,
+            fused: false,
             dialect: self.dialect,
             data_len: 0,
             ends_len: 1,
@@ -773,6 +774,9 @@ struct CsvReader {
     starts: Vec<usize>,
     /// csv-core is in the middle of a record.
     core_active: bool,
+    /// The current chunk suits the fused scan (no stray carriage returns,
+    /// no comment character configured).
+    fused: bool,
     dialect: Dialect,
     data_len: usize,
     ends_len: usize,
@@ -805,6 +809,88 @@ impl CsvReader {
     }
 
     /// Tokenizes up to `batch_rows` records into `data`/`ends`.
+    /// Splits the next record with one scan when it is complete in the
+    /// buffer and has no quote. `Some(true)`: a row (or a malformed record,
+    /// routed aside) was taken; `Some(false)`: a blank line was skipped;
+    /// `None`: csv-core must take this record.
+    fn fused_record(&mut self, ncols: usize) -> Result<Option<bool>> {
+        let rest = &self.buf[self.pos..];
+        let (delim, quote) = (self.dialect.delimiter, self.dialect.quote);
+        let base = self.data_len;
+        let (starts_before, ends_before) = (self.starts.len(), self.ends_len);
+        let mut field_start = 0usize;
+        let mut line_end = None;
+        for p in memchr::memchr3_iter(delim, b'\n', quote, rest) {
+            let b = rest[p];
+            if b == b'\n' {
+                line_end = Some(p);
+                break;
+            }
+            if b == quote {
+                break;
+            }
+            if self.ends_len + 2 > self.ends.len() {
+                let n = self.ends.len() * 2;
+                self.ends.resize(n, 0);
+            }
+            self.starts.push(base + field_start);
+            self.ends[self.ends_len] = base + p;
+            self.ends_len += 1;
+            field_start = p + 1;
+        }
+        let Some(nl) = line_end else {
+            self.starts.truncate(starts_before);
+            self.ends_len = ends_before;
+            return Ok(None);
+        };
+        let line_len = if nl > 0 && rest[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        let rec_offset = self.offset;
+        self.pos += nl + 1;
+        self.offset += nl as u64 + 1;
+        self.rec_start = self.offset;
+        if line_len == 0 {
+            self.starts.truncate(starts_before);
+            self.ends_len = ends_before;
+            return Ok(Some(false)); // blank lines are skipped, as csv-core does
+        }
+        if self.ends_len + 2 > self.ends.len() {
+            let n = self.ends.len() * 2;
+            self.ends.resize(n, 0);
+        }
+        self.starts.push(base + field_start.min(line_len));
+        self.ends[self.ends_len] = base + line_len;
+        self.ends_len += 1;
+        if base + line_len > self.data.len() {
+            let n = (self.data.len() * 2).max(base + line_len);
+            self.data.resize(n, 0);
+        }
+        let line = &self.buf[self.pos - nl - 1..self.pos - nl - 1 + line_len];
+        self.data[base..base + line_len].copy_from_slice(line);
+        self.data_len += line_len;
+        self.records += 1;
+        let nfields = self.ends_len - ends_before;
+        if nfields != ncols {
+            let values = line
+                .split(|&b| b == delim)
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            self.data_len = base;
+            self.ends_len = ends_before;
+            self.starts.truncate(starts_before);
+            let loc = self.location(rec_offset, self.records, None);
+            let row = DirtyRow::row(loc, format!("expected {ncols} fields, found {nfields}"))
+                .with_values(values);
+            self.malformed.push((self.rows.len(), row));
+        } else {
+            self.rows.push((rec_offset, self.records));
+        }
+        Ok(Some(true))
+    }
+
     fn fill(&mut self) -> Result<()> {
         let ncols = self.schema.fields().len();
         self.data_len = 0;
@@ -817,12 +903,28 @@ impl CsvReader {
             if self.pos >= self.buf.len() && !self.eof {
                 match self.chunks.next_chunk()? {
                     Some(b) => {
+                        // A carriage return anywhere but before a newline
+                        // ends a record for csv-core; such chunks skip the
+                        // fused scan below.
+                        self.fused = self.dialect.comment.is_none()
+                            && memchr::memchr_iter(b'\r', &b).all(|i| b.get(i + 1) == Some(&b'\n'));
                         self.buf = b;
                         self.pos = 0;
                     }
                     None => self.eof = true,
                 }
                 continue;
+            }
+            // Fused fast path: one scan for delimiters, newlines and quotes
+            // splits a plain record; a quote sends it to csv-core instead.
+            if self.fused && !self.core_active && !self.eof {
+                if let Some(done) = self.fused_record(ncols)? {
+                    if done {
+                        rec_data = self.data_len;
+                        rec_ends = self.ends_len;
+                    }
+                    continue;
+                }
             }
             // Fast path: a whole line in the buffer with no quote and no
             // stray carriage return is split on the delimiter directly.
@@ -1303,10 +1405,10 @@ fn decimal(v: &str, p: u8, s: i8) -> Result<i128, String> {
 fn prim<'a, T: ArrowPrimitiveType + Parser>(
     nrows: usize,
     c: usize,
-    get_str: &dyn Fn(usize, usize) -> Result<&'a str, String>,
-    is_null: &dyn Fn(&[u8]) -> bool,
-    field: &dyn Fn(usize, usize) -> &'a [u8],
-    fail: &mut dyn FnMut(usize, String),
+    get_str: &impl Fn(usize, usize) -> Result<&'a str, String>,
+    is_null: &impl Fn(&[u8]) -> bool,
+    field: &impl Fn(usize, usize) -> &'a [u8],
+    fail: &mut impl FnMut(usize, String),
     what: &str,
 ) -> ArrayRef {
     let mut b = PrimitiveBuilder::<T>::with_capacity(nrows);
