@@ -16,7 +16,8 @@ use super::io::{ChunkStream, CHUNK};
 use super::location::{FileMeta, Location};
 use super::types::parse_schema;
 use arrow::array::{
-    ArrayRef, BooleanArray, BooleanBuilder, Decimal128Builder, PrimitiveBuilder, StringBuilder,
+    ArrayRef, BooleanArray, BooleanBuilder, Decimal128Builder, PrimitiveBuilder, StringArray,
+    StringBuilder,
 };
 use arrow::compute::kernels::cast_utils::{parse_decimal, string_to_datetime, Parser};
 use arrow::datatypes::*;
@@ -1102,6 +1103,41 @@ impl CsvReader {
         for (c, f) in self.schema.fields().iter().enumerate() {
             let mut fail = |r: usize, msg: String| bad.push((r, c, msg));
             let arr: ArrayRef = match f.data_type() {
+                DataType::Utf8 if text.is_some() => {
+                    // Every field is known to be valid UTF-8: build the
+                    // array's buffers directly instead of value by value.
+                    let bytes: usize = (0..nrows).map(|r| field(r, c).len()).sum();
+                    let mut values: Vec<u8> = Vec::with_capacity(bytes);
+                    let mut offsets: Vec<i32> = Vec::with_capacity(nrows + 1);
+                    let mut nulls = arrow::array::NullBufferBuilder::new(nrows);
+                    offsets.push(0);
+                    for r in 0..nrows {
+                        let f = field(r, c);
+                        if is_null(f) {
+                            nulls.append_null();
+                        } else {
+                            values.extend_from_slice(f);
+                            nulls.append_non_null();
+                        }
+                        offsets.push(values.len() as i32);
+                    }
+                    if values.len() > i32::MAX as usize {
+                        return Err(Error::Internal(
+                            "a batch's string column exceeds 2 GiB; lower batch_rows".into(),
+                        ));
+                    }
+                    // SAFETY: offsets start at 0 and never decrease; every
+                    // field is a char-boundary slice of `text`, checked valid
+                    // UTF-8 above, so the values are valid UTF-8 at every offset.
+                    let arr = unsafe {
+                        StringArray::new_unchecked(
+                            arrow::buffer::OffsetBuffer::new_unchecked(offsets.into()),
+                            values.into(),
+                            nulls.finish(),
+                        )
+                    };
+                    Arc::new(arr)
+                }
                 DataType::Utf8 => {
                     let bytes: usize = (0..nrows).map(|r| field(r, c).len()).sum();
                     let mut b = StringBuilder::with_capacity(nrows, bytes);

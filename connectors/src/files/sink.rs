@@ -574,7 +574,7 @@ impl FileSink {
 /// the writer falls back to plain pages, so it is switched off for it.
 fn high_cardinality(col: &arrow::array::ArrayRef) -> bool {
     use arrow::row::{RowConverter, SortField};
-    let n = col.len().min(8192);
+    let n = col.len().min(2048);
     if n < 1024 || col.data_type().is_nested() {
         return false;
     }
