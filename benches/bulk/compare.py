@@ -6,7 +6,7 @@
 Run it with the Python of benches/.venv (benches/bulk/run.sh does): the peer
 tools are imported from there. Each tool converts the same CSV REPS times,
 each time in a fresh child process, so wall time includes start-up and the
-peak RSS (from os.wait4) belongs to that tool alone. After a tool's last rep
+peak RSS (from GNU time) belongs to that tool alone. After a tool's last rep
 its output is checked against the CSV: row count, sum of `id` and sum of
 `dept_code`. The markdown table goes to stdout and to
 benches/results/csv-parquet-DATE-HOST.md; the exit status is 1 if any tool
@@ -265,8 +265,9 @@ def main():
         f"- zstd level {a.zstd_level}, {a.reps} rep(s) per tool, median wall time reported",
         f"- {nproc} CPUs (nproc), {cpu_model()}",
         f"- {versions(a.tidex)}",
-        "- wall time includes process start-up and imports; peak RSS is the child's "
-        "ru_maxrss, max over reps; MB = 10^6 bytes",
+        "- wall time includes process start-up and imports; page cache holds the CSV "
+        "and writes are flushed (sync) before every rep; peak RSS from GNU time, "
+        "max over reps; MB = 10^6 bytes",
         "- tidex speedup = tool's median / tidex's median (above 1: tidex is faster)",
         "",
     ])
