@@ -2,6 +2,8 @@
 //! feature. [`registry`] returns a registry with every connector this build
 //! has.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "files")]
 pub mod files;
 

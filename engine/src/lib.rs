@@ -6,6 +6,8 @@
 //! embedded state store that makes runs resumable ([`state`]). It contains
 //! no driver code: connectors live in `tidex-connectors`.
 
+#![warn(missing_docs)]
+
 pub mod connector;
 pub mod dirty;
 pub mod error;
