@@ -311,6 +311,8 @@ fn run(registry: &Registry, cli: &Cli, spec: JobSpec, flags: &RunFlags) -> Resul
     } else {
         report::print_summary(&summary);
     }
+    // Nothing is in flight any more; do not wait for idle I/O threads.
+    rt.shutdown_background();
     Ok(())
 }
 
