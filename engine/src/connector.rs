@@ -99,8 +99,10 @@ pub trait PublishJournal {
 
 /// A destination for records.
 pub trait Sink: Send + Sync {
-    /// Checks the target before a run starts (e.g. `mode = "fail"`).
-    fn prepare(&self, run: &RunInfo, schema: &SchemaRef) -> Result<()>;
+    /// Checks the target before a run starts (e.g. `mode = "fail"`). A
+    /// resumed run passes the parts its interrupted attempt committed.
+    fn prepare(&self, run: &RunInfo, schema: &SchemaRef, committed: &[CommittedPart])
+        -> Result<()>;
     /// Opens a writer for one partition.
     fn open(
         &self,

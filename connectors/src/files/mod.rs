@@ -4,6 +4,7 @@
 
 mod assemble;
 pub mod csv;
+mod direct;
 pub mod io;
 pub mod ipc_source;
 pub mod jsonl;

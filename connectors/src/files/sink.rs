@@ -18,6 +18,7 @@
 //! a crash finishes on resume without repeating a step.
 
 use super::assemble::{AsmContext, Assembler};
+use super::direct::Direct;
 use super::io::UploadWriter;
 use super::location::Location;
 use arrow::datatypes::SchemaRef;
@@ -222,6 +223,10 @@ impl SinkFactory for FileSinkFactory {
                 format!(".{name}.tidex")
             })
         });
+        let direct = self.format() == Format::Parquet
+            && !is_dir
+            && loc.local.is_some()
+            && c.mode != Mode::Append;
         Ok(Arc::new(FileSink {
             format: self.format(),
             codec,
@@ -233,6 +238,8 @@ impl SinkFactory for FileSinkFactory {
             io: ctx.io.clone(),
             parts_without_header: AtomicBool::new(false),
             live: Default::default(),
+            direct,
+            direct_state: Default::default(),
         }))
     }
 }
@@ -252,6 +259,10 @@ pub struct FileSink {
     parts_without_header: AtomicBool,
     /// Single-file targets: the output assembled as partitions commit.
     live: LiveSlot,
+    /// A single local Parquet file (not appended to) is assembled directly:
+    /// parts are encoded in memory and only their bodies are written, once.
+    direct: bool,
+    direct_state: DirectSlot,
 }
 
 impl FileSink {
@@ -373,15 +384,36 @@ impl FileSink {
         self.cfg.delimiter.map_or(b',', |c| c as u8)
     }
 
-    fn encoder(&self, w: UploadWriter, schema: &SchemaRef, header: bool) -> Result<Encoder> {
+    fn encoder(&self, w: Target, schema: &SchemaRef, header: bool) -> Result<Encoder> {
+        let w = match (self.format, w) {
+            (Format::Parquet, t) => {
+                let mut props = self.parquet_props_builder();
+                if matches!(t, Target::Memory(_)) {
+                    // Page indexes hold absolute page offsets, which would be
+                    // wrong once the part's body moves into the assembled file.
+                    props = props
+                        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+                        .set_offset_index_disabled(true);
+                }
+                // Created at the first batch, whose values decide which columns get dictionaries.
+                return Ok(Encoder::PendingParquet(Box::new((
+                    t,
+                    schema.clone(),
+                    props,
+                ))));
+            }
+            (_, Target::Upload(w)) => w,
+            (_, Target::Memory(_)) => {
+                return Err(Error::Internal(
+                    "only Parquet parts are assembled in memory".into(),
+                ))
+            }
+        };
         let e = |e: &dyn std::fmt::Display| {
             Error::Internal(format!("opening {} writer: {e}", self.format.ext()))
         };
         Ok(match self.format {
-            // Created at the first batch, whose values decide which columns get dictionaries.
-            Format::Parquet => {
-                Encoder::PendingParquet(Box::new((w, schema.clone(), self.parquet_props_builder())))
-            }
+            Format::Parquet => unreachable!("handled above"),
             Format::Arrow => Encoder::Arrow(
                 FileWriter::try_new_with_options(w, schema, self.ipc_options()?)
                     .map_err(|x| e(&x))?,
@@ -452,6 +484,42 @@ impl FileSink {
             .run_dir(run.run_id)
             .join(format!("assembled.{}", self.format.ext()));
         let step = journal.step()?;
+        if self.direct && !parts.is_empty() {
+            let target =
+                self.loc.local.as_ref().ok_or_else(|| {
+                    Error::Internal("direct assembly needs a local target".into())
+                })?;
+            if step.as_deref() != Some("renamed") {
+                let state = self
+                    .direct_state
+                    .lock()
+                    .map_err(|_| Error::Internal("poisoned".into()))?
+                    .take();
+                match state.filter(|d| d.run_id == run.run_id) {
+                    Some(d) => {
+                        let staged = d.finish(parts)?;
+                        journal.record("renaming")?;
+                        if let Some(dir) = target.parent() {
+                            std::fs::create_dir_all(dir)
+                                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                        }
+                        std::fs::rename(&staged, target).map_err(|e| {
+                            Error::io(format!("moving output to {}", target.display()), e)
+                        })?;
+                    }
+                    // The staging file was renamed into place before a crash.
+                    None if step.as_deref() == Some("renaming") => {}
+                    None => {
+                        return Err(Error::Config(format!(
+                            "the staged output of run {} is gone; run again with --restart",
+                            run.run_id
+                        )))
+                    }
+                }
+                journal.record("renamed")?;
+            }
+            return Ok(());
+        }
         let live = self
             .live
             .lock()
@@ -589,8 +657,31 @@ fn high_cardinality(col: &arrow::array::ArrayRef) -> bool {
     distinct.len() * 2 > n
 }
 
+/// Where a part's encoded bytes go: a multipart upload, or memory (for
+/// direct assembly of a single local Parquet file).
+enum Target {
+    Upload(UploadWriter),
+    Memory(Vec<u8>),
+}
+
+impl std::io::Write for Target {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Target::Upload(w) => w.write(data),
+            Target::Memory(v) => {
+                v.extend_from_slice(data);
+                Ok(data.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 type PendingParquet = (
-    UploadWriter,
+    Target,
     SchemaRef,
     parquet::file::properties::WriterPropertiesBuilder,
 );
@@ -598,7 +689,7 @@ type PendingParquet = (
 enum Encoder {
     /// A Parquet writer not yet created: it waits for the first batch.
     PendingParquet(Box<PendingParquet>),
-    Parquet(ArrowWriter<UploadWriter>),
+    Parquet(ArrowWriter<Target>),
     Arrow(FileWriter<UploadWriter>),
     Csv(arrow::csv::Writer<UploadWriter>),
     Jsonl(arrow::json::LineDelimitedWriter<UploadWriter>),
@@ -637,18 +728,20 @@ impl Encoder {
         }
     }
 
-    fn finish(self) -> std::result::Result<UploadWriter, String> {
+    fn finish(self) -> std::result::Result<Target, String> {
         match self.start(None)? {
             Encoder::PendingParquet(_) => Err("internal: parquet writer not started".into()),
             Encoder::Parquet(w) => w.into_inner().map_err(|e| e.to_string()),
             Encoder::Arrow(mut w) => {
                 w.finish().map_err(|e| e.to_string())?;
-                w.into_inner().map_err(|e| e.to_string())
+                w.into_inner()
+                    .map(Target::Upload)
+                    .map_err(|e| e.to_string())
             }
-            Encoder::Csv(w) => Ok(w.into_inner()),
+            Encoder::Csv(w) => Ok(Target::Upload(w.into_inner())),
             Encoder::Jsonl(mut w) => {
                 w.finish().map_err(|e| e.to_string())?;
-                Ok(w.into_inner())
+                Ok(Target::Upload(w.into_inner()))
             }
         }
     }
@@ -665,8 +758,11 @@ struct Live {
 }
 
 type LiveSlot = Arc<std::sync::Mutex<Option<Live>>>;
+type DirectSlot = Arc<std::sync::Mutex<Option<Direct>>>;
 
 struct FilePartWriter {
+    /// Direct assembly: the run's staging file.
+    direct: Option<(DirectSlot, i64)>,
     /// The sink's live assembly and this partition's staged path maker.
     live: Option<(LiveSlot, i64, Path, &'static str)>,
     enc: Option<Encoder>,
@@ -708,7 +804,22 @@ impl PartitionWriter for FilePartWriter {
         let w = enc
             .finish()
             .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
-        let bytes = w.finish()?;
+        let (bytes, location) = match w {
+            Target::Upload(w) => (w.finish()?, self.location.clone()),
+            Target::Memory(encoded) => {
+                let (slot, run_id) = self.direct.as_ref().ok_or_else(|| {
+                    Error::Internal("in-memory part without direct assembly".into())
+                })?;
+                let mut guard = slot
+                    .lock()
+                    .map_err(|_| Error::Internal("poisoned".into()))?;
+                let d = guard.as_mut().filter(|d| d.run_id == *run_id).ok_or_else(|| {
+                    Error::Config("the staged output of the interrupted run is gone; run again with --restart".into())
+                })?;
+                let (location, len) = d.append(&encoded)?;
+                (len, location)
+            }
+        };
         if let Some((slot, run_id, dir, ext)) = &self.live {
             let mut guard = slot
                 .lock()
@@ -727,7 +838,7 @@ impl PartitionWriter for FilePartWriter {
         }
         Ok(CommittedPart {
             index: self.index,
-            location: self.location.clone(),
+            location,
             rows: self.rows,
             bytes,
         })
@@ -740,7 +851,12 @@ impl PartitionWriter for FilePartWriter {
 }
 
 impl Sink for FileSink {
-    fn prepare(&self, run: &RunInfo, schema: &SchemaRef) -> Result<()> {
+    fn prepare(
+        &self,
+        run: &RunInfo,
+        schema: &SchemaRef,
+        committed: &[CommittedPart],
+    ) -> Result<()> {
         let exists = self.target_exists()?;
         if !run.resumed && self.cfg.mode == Mode::Fail && exists {
             return Err(Error::Config(format!(
@@ -760,6 +876,21 @@ impl Sink for FileSink {
             .lock()
             .map_err(|_| Error::Internal("poisoned".into()))?;
         *live = None;
+        if self.direct {
+            let staging = self
+                .staging_fs
+                .as_ref()
+                .ok_or_else(|| Error::Internal("direct assembly needs a local target".into()))?;
+            let path = staging
+                .join(format!("run-{}", run.run_id))
+                .join("assembled.parquet.partial");
+            *self
+                .direct_state
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))? =
+                Direct::open(run.run_id, path, run.resumed, committed)?;
+            return Ok(());
+        }
         if !self.is_dir && !run.resumed && run.partitions > 1 {
             let out = self
                 .run_dir(run.run_id)
@@ -786,12 +917,21 @@ impl Sink for FileSink {
     ) -> Result<Box<dyn PartitionWriter>> {
         let path = self.part_path(run.run_id, partition.index);
         let display = self.loc.display(&path);
-        let w = UploadWriter::create(&self.io, &self.loc.store, &path, display.clone())?;
+        let w = if self.direct {
+            Target::Memory(Vec::with_capacity(partition.bytes as usize / 3 + 4096))
+        } else {
+            Target::Upload(UploadWriter::create(
+                &self.io,
+                &self.loc.store,
+                &path,
+                display.clone(),
+            )?)
+        };
         let header = self.cfg.header.unwrap_or(true)
             && (self.is_dir
                 || (partition.index == 0 && !self.parts_without_header.load(Ordering::Relaxed)));
         let enc = self.encoder(w, &schema, header)?;
-        let live = (!self.is_dir).then(|| {
+        let live = (!self.is_dir && !self.direct).then(|| {
             (
                 self.live.clone(),
                 run.run_id,
@@ -801,6 +941,7 @@ impl Sink for FileSink {
         });
         Ok(Box::new(FilePartWriter {
             live,
+            direct: self.direct.then(|| (self.direct_state.clone(), run.run_id)),
             enc: Some(enc),
             schema,
             index: partition.index,

@@ -186,7 +186,8 @@ pub fn run_job(
     let attempt_rows_before = progress.rows.load(Ordering::Relaxed);
 
     let result = (|| -> Result<String> {
-        sink.prepare(&run, &schema)?;
+        let already: Vec<CommittedPart> = done.values().map(|(p, _, _)| p.clone()).collect();
+        sink.prepare(&run, &schema, &already)?;
         pool::run(pending, spec.limits.parallelism, &opts.cancel, |_, idx| {
             process_partition(&shared, idx)
         })?;
