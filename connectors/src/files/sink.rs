@@ -12,7 +12,9 @@
 //! * directory, `append`: parts move in under run-unique names.
 //! * single file: the parts are concatenated (Parquet row groups are copied
 //!   without re-encoding) into one staged file that is renamed over the
-//!   target; `append` puts the existing target first.
+//!   target; `append` puts the existing target first. A single local Parquet
+//!   file (not appended to) is assembled directly instead, without part
+//!   files: see [`super::direct`].
 //!
 //! Each step is recorded in the publish journal, so a publish cut short by
 //! a crash finishes on resume without repeating a step.
