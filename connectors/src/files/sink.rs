@@ -14,7 +14,8 @@
 //!   without re-encoding) into one staged file that is renamed over the
 //!   target; `append` puts the existing target first. A single local Parquet
 //!   file (not appended to) is assembled directly instead, without part
-//!   files: see [`super::direct`].
+//!   files: each partition appends its encoded row groups to one staging
+//!   file as it commits (the `direct` module).
 //!
 //! Each step is recorded in the publish journal, so a publish cut short by
 //! a crash finishes on resume without repeating a step.
