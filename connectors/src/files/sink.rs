@@ -405,12 +405,12 @@ impl FileSink {
                     props,
                 ))));
             }
-            (_, Target::Upload(w)) => w,
             (_, Target::Memory(_)) => {
                 return Err(Error::Internal(
                     "only Parquet parts are assembled in memory".into(),
                 ))
             }
+            (_, t) => t,
         };
         let e = |e: &dyn std::fmt::Display| {
             Error::Internal(format!("opening {} writer: {e}", self.format.ext()))
@@ -660,17 +660,78 @@ fn high_cardinality(col: &arrow::array::ArrayRef) -> bool {
     distinct.len() * 2 > n
 }
 
-/// Where a part's encoded bytes go: a multipart upload, or memory (for
-/// direct assembly of a single local Parquet file).
+/// Where a part's encoded bytes go: a multipart upload (object stores), a
+/// local file written under a temporary name, or memory (for direct
+/// assembly of a single local Parquet file).
 enum Target {
     Upload(UploadWriter),
+    Local(LocalPart),
     Memory(Vec<u8>),
+}
+
+/// A local part: written as `NAME.partial`, renamed to `NAME` on commit.
+/// Plain file writes cost a fraction of the object store's multipart
+/// machinery on a local disk.
+struct LocalPart {
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+    written: u64,
+}
+
+impl LocalPart {
+    fn create(path: std::path::PathBuf) -> Result<Self> {
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".partial");
+        let tmp = std::path::PathBuf::from(tmp);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        let file = std::fs::File::create(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        Ok(LocalPart {
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            path,
+            written: 0,
+        })
+    }
+
+    fn finish(mut self) -> Result<u64> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Internal("part finished twice".into()))?;
+        file.into_inner()
+            .map_err(|e| Error::io(format!("writing {}", self.tmp.display()), e.into_error()))?;
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| Error::io(format!("committing {}", self.path.display()), e))?;
+        Ok(self.written)
+    }
+}
+
+impl Drop for LocalPart {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp); // not committed
+        }
+    }
 }
 
 impl std::io::Write for Target {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         match self {
             Target::Upload(w) => w.write(data),
+            Target::Local(l) => {
+                let n = l
+                    .file
+                    .as_mut()
+                    .ok_or_else(|| std::io::Error::other("part already finished"))?
+                    .write(data)?;
+                l.written += n as u64;
+                Ok(n)
+            }
             Target::Memory(v) => {
                 v.extend_from_slice(data);
                 Ok(data.len())
@@ -693,9 +754,9 @@ enum Encoder {
     /// A Parquet writer not yet created: it waits for the first batch.
     PendingParquet(Box<PendingParquet>),
     Parquet(ArrowWriter<Target>),
-    Arrow(FileWriter<UploadWriter>),
-    Csv(arrow::csv::Writer<UploadWriter>),
-    Jsonl(arrow::json::LineDelimitedWriter<UploadWriter>),
+    Arrow(FileWriter<Target>),
+    Csv(arrow::csv::Writer<Target>),
+    Jsonl(arrow::json::LineDelimitedWriter<Target>),
 }
 
 impl Encoder {
@@ -737,14 +798,12 @@ impl Encoder {
             Encoder::Parquet(w) => w.into_inner().map_err(|e| e.to_string()),
             Encoder::Arrow(mut w) => {
                 w.finish().map_err(|e| e.to_string())?;
-                w.into_inner()
-                    .map(Target::Upload)
-                    .map_err(|e| e.to_string())
+                w.into_inner().map_err(|e| e.to_string())
             }
-            Encoder::Csv(w) => Ok(Target::Upload(w.into_inner())),
+            Encoder::Csv(w) => Ok(w.into_inner()),
             Encoder::Jsonl(mut w) => {
                 w.finish().map_err(|e| e.to_string())?;
-                Ok(Target::Upload(w.into_inner()))
+                Ok(w.into_inner())
             }
         }
     }
@@ -809,6 +868,7 @@ impl PartitionWriter for FilePartWriter {
             .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
         let (bytes, location) = match w {
             Target::Upload(w) => (w.finish()?, self.location.clone()),
+            Target::Local(l) => (l.finish()?, self.location.clone()),
             Target::Memory(encoded) => {
                 let (slot, run_id) = self.direct.as_ref().ok_or_else(|| {
                     Error::Internal("in-memory part without direct assembly".into())
@@ -922,6 +982,8 @@ impl Sink for FileSink {
         let display = self.loc.display(&path);
         let w = if self.direct {
             Target::Memory(Vec::with_capacity(partition.bytes as usize / 3 + 4096))
+        } else if let Some(fs) = self.loc.fs_path(&path) {
+            Target::Local(LocalPart::create(fs)?)
         } else {
             Target::Upload(UploadWriter::create(
                 &self.io,
