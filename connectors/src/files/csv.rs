@@ -742,11 +742,7 @@ impl Source for CsvSource {
     }
 
     fn describe(&self) -> String {
-        if self.files.len() == 1 {
-            self.files[0].display.clone()
-        } else {
-            format!("{} ({} files)", self.loc.url, self.files.len())
-        }
+        self.loc.describe_files(&self.files)
     }
 }
 
@@ -1102,6 +1098,11 @@ impl CsvReader {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(ncols);
         for (c, f) in self.schema.fields().iter().enumerate() {
             let mut fail = |r: usize, msg: String| bad.push((r, c, msg));
+            macro_rules! num {
+                ($t:ty, $what:expr) => {
+                    prim::<$t>(nrows, c, &get_str, &is_null, &field, &mut fail, $what)
+                };
+            }
             let arr: ArrayRef = match f.data_type() {
                 DataType::Utf8 if text.is_some() => {
                     // Every field is known to be valid UTF-8: build the
@@ -1179,45 +1180,17 @@ impl CsvReader {
                     }
                     Arc::new(b.finish())
                 }
-                DataType::Int8 => {
-                    prim::<Int8Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "int8")
-                }
-                DataType::Int16 => {
-                    prim::<Int16Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "int16")
-                }
-                DataType::Int32 => {
-                    prim::<Int32Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "int32")
-                }
-                DataType::Int64 => {
-                    prim::<Int64Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "int64")
-                }
-                DataType::UInt8 => {
-                    prim::<UInt8Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "uint8")
-                }
-                DataType::UInt16 => {
-                    prim::<UInt16Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "uint16")
-                }
-                DataType::UInt32 => {
-                    prim::<UInt32Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "uint32")
-                }
-                DataType::UInt64 => {
-                    prim::<UInt64Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "uint64")
-                }
-                DataType::Float32 => {
-                    prim::<Float32Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "float32")
-                }
-                DataType::Float64 => {
-                    prim::<Float64Type>(nrows, c, &get_str, &is_null, &field, &mut fail, "float64")
-                }
-                DataType::Date32 => prim::<Date32Type>(
-                    nrows,
-                    c,
-                    &get_str,
-                    &is_null,
-                    &field,
-                    &mut fail,
-                    "date (YYYY-MM-DD)",
-                ),
+                DataType::Int8 => num!(Int8Type, "int8"),
+                DataType::Int16 => num!(Int16Type, "int16"),
+                DataType::Int32 => num!(Int32Type, "int32"),
+                DataType::Int64 => num!(Int64Type, "int64"),
+                DataType::UInt8 => num!(UInt8Type, "uint8"),
+                DataType::UInt16 => num!(UInt16Type, "uint16"),
+                DataType::UInt32 => num!(UInt32Type, "uint32"),
+                DataType::UInt64 => num!(UInt64Type, "uint64"),
+                DataType::Float32 => num!(Float32Type, "float32"),
+                DataType::Float64 => num!(Float64Type, "float64"),
+                DataType::Date32 => num!(Date32Type, "date (YYYY-MM-DD)"),
                 DataType::Timestamp(TimeUnit::Microsecond, tz) => {
                     let mut b = PrimitiveBuilder::<TimestampMicrosecondType>::with_capacity(nrows);
                     for r in 0..nrows {

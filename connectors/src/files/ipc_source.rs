@@ -129,11 +129,7 @@ impl Source for ArrowSource {
     }
 
     fn describe(&self) -> String {
-        if self.files.len() == 1 {
-            self.files[0].display.clone()
-        } else {
-            format!("{} ({} files)", self.loc.url, self.files.len())
-        }
+        self.loc.describe_files(&self.files)
     }
 }
 

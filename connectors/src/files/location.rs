@@ -169,6 +169,14 @@ impl Location {
             .and_then(|fs| fs.path_to_filesystem(path).ok())
     }
 
+    /// How a source over `files` of this URL is named in summaries.
+    pub fn describe_files(&self, files: &[FileMeta]) -> String {
+        match files {
+            [one] => one.display.clone(),
+            _ => format!("{} ({} files)", self.url, files.len()),
+        }
+    }
+
     /// Whether the URL names a directory: it ends in `/`, has a glob, or is
     /// an existing local directory.
     pub fn is_dir(&self) -> bool {
