@@ -187,3 +187,36 @@ fn csv_tokenizer_handles_crlf_blank_lines_quotes_and_chunk_boundaries() {
         assert_eq!((&ids[k], &texts[k], &ns[k]), (id, text, n), "row {k}");
     }
 }
+
+#[test]
+fn quoted_line_breaks_beyond_the_inference_sample_are_never_cut() {
+    // The first 4 MiB (the sample) has no multi-line fields; later rows do.
+    let s = Scratch::new();
+    let mut body = String::from("id,note\n");
+    let mut id = 0u32;
+    while body.len() < 5 << 20 {
+        body += &format!("{id},plain note {id}\n");
+        id += 1;
+    }
+    let plain = id;
+    for _ in 0..20_000 {
+        body += &format!("{id},\"line one\nline two, with comma {id}\"\n");
+        id += 1;
+    }
+    s.write("notes.csv", &body);
+    let spec = s.write(
+        "job.toml",
+        "[job]\nname = \"late-multiline\"\n[source]\ntype = \"csv\"\nurl = \"notes.csv\"\nschema = [\"id:utf8\", \"note:utf8\"]\nsplit_size = \"128KB\"\n[sink]\ntype = \"parquet\"\nurl = \"out/notes.parquet\"\n",
+    );
+    let sum = summary(&s.ok(&["run", spec.to_str().unwrap(), "--json"]));
+    assert!(sum["partitions"].as_u64().unwrap() > 40, "{sum}");
+    assert_eq!(sum["rows"], id);
+    let b = read_batches(&s.path("out/notes.parquet"));
+    let (ids, notes) = (column_text(&b, "id"), column_text(&b, "note"));
+    for (k, (i, n)) in ids.iter().zip(&notes).enumerate() {
+        assert_eq!(i, &k.to_string());
+        if (k as u32) >= plain {
+            assert_eq!(n, &format!("line one\nline two, with comma {k}"), "row {k}");
+        }
+    }
+}

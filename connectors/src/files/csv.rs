@@ -638,12 +638,42 @@ fn find_boundary(
         if rest.is_empty() {
             continue;
         }
+        if quoted_at_start(d, rest) == Some(true) {
+            continue; // this newline is inside a quoted field
+        }
         let (recs, _) = parse_records(d, rest, eof, 50);
         if !recs.is_empty() && recs.iter().all(|r| r.len() == ncols) {
             return Ok(Some(nominal + nl as u64 + 1));
         }
     }
     Ok(None)
+}
+
+/// Whether the start of `text` lies inside a quoted field, read from the
+/// first quote whose neighbours tell whether it opens a field (after a
+/// delimiter or line break, not before one) or closes it (before a
+/// delimiter or line break, not after one), and the parity of the quotes
+/// before it. `None` when no quote in `text` tells, or with an escape
+/// character (whose quotes do not pair up).
+fn quoted_at_start(d: &Dialect, text: &[u8]) -> Option<bool> {
+    if d.escape.is_some() {
+        return None;
+    }
+    let sep =
+        |b: Option<&u8>| matches!(b, Some(&c) if c == d.delimiter || c == b'\n' || c == b'\r');
+    let mut before = 0usize;
+    for i in memchr::memchr_iter(d.quote, text) {
+        let after_sep = i == 0 || sep(text.get(i - 1));
+        let before_sep = i + 1 == text.len() || sep(text.get(i + 1));
+        match (after_sep, before_sep) {
+            // Opens a field: outside quotes just before it.
+            (true, false) => return Some(before % 2 == 1),
+            // Closes a field: inside quotes just before it.
+            (false, true) => return Some(before % 2 == 0),
+            _ => before += 1,
+        }
+    }
+    None
 }
 
 /// Exact record boundaries after each nominal cut, from one pass over the
@@ -1599,6 +1629,29 @@ mod tests {
             "overflow goes to the general parser"
         );
         assert!(decimal("123.45", 4, 2).is_err());
+    }
+
+    #[test]
+    fn quote_context_tells_whether_a_cut_is_inside_a_field() {
+        let d = Dialect {
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            comment: None,
+        };
+        // Cut right after a newline inside "line one\nline two": the next quote closes.
+        assert_eq!(
+            quoted_at_start(&d, b"line two, x\",7\n8,\"a\"\n"),
+            Some(true)
+        );
+        // Cut at a record start: the next quote opens a field.
+        assert_eq!(quoted_at_start(&d, b"8,\"a, b\",9\n"), Some(false));
+        // Doubled quotes inside a field are paired before the telling one.
+        assert_eq!(
+            quoted_at_start(&d, b"7,\"say \"\"hi\"\"\",9\n"),
+            Some(false)
+        );
+        assert_eq!(quoted_at_start(&d, b"plain,text\n"), None);
     }
 
     #[test]
