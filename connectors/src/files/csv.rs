@@ -667,9 +667,9 @@ fn quoted_at_start(d: &Dialect, text: &[u8]) -> Option<bool> {
         let before_sep = i + 1 == text.len() || sep(text.get(i + 1));
         match (after_sep, before_sep) {
             // Opens a field: outside quotes just before it.
-            (true, false) => return Some(before % 2 == 1),
+            (true, false) => return Some(!before.is_multiple_of(2)),
             // Closes a field: inside quotes just before it.
-            (false, true) => return Some(before % 2 == 0),
+            (false, true) => return Some(before.is_multiple_of(2)),
             _ => before += 1,
         }
     }
