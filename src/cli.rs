@@ -74,6 +74,8 @@ struct RunFlags {
     no_progress: bool,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a job spec (resuming its interrupted run, if any).
@@ -128,6 +130,13 @@ enum Command {
         /// Cap on input bytes per second, e.g. 200MB.
         #[arg(long)]
         max_bytes_per_sec: Option<String>,
+        /// Mask a column: COLUMN=RULE, e.g. phone=phone, name=name,
+        /// id_card=id_card:6:4 (repeatable; see the mask stage).
+        #[arg(long, value_name = "COLUMN=RULE")]
+        mask: Vec<String>,
+        /// Key for pseudonym masks: env:NAME or file:PATH.
+        #[arg(long)]
+        mask_key: Option<String>,
         #[command(flatten)]
         flags: RunFlags,
     },
@@ -281,6 +290,7 @@ fn run(registry: &Registry, cli: &Cli, spec: JobSpec, flags: &RunFlags) -> Resul
     };
     let state = StateStore::open(&cli.state)?;
     let source = registry.build_source(&spec, &ctx)?;
+    let stages = registry.build_stages(&spec, source.schema())?;
     let sink = registry.build_sink(&spec, &ctx)?;
     let opts = RunOptions {
         restart: flags.restart,
@@ -300,7 +310,7 @@ fn run(registry: &Registry, cli: &Cli, spec: JobSpec, flags: &RunFlags) -> Resul
         bar,
         format!("{} -> {}", source.describe(), sink.describe()),
     );
-    let result = run_job(&spec, source, sink, &state, &opts, &progress);
+    let result = run_job(&spec, source, &stages, sink, &state, &opts, &progress);
     watcher.stop();
     let summary = result?;
     if flags.json {
@@ -320,6 +330,18 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// A TOML key: bare when it can be, quoted otherwise.
+fn toml_key(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        s.to_string()
+    } else {
+        toml_str(s)
+    }
+}
+
 /// The job spec equivalent to a `tidex copy` command line.
 fn copy_spec(cmd: &Command) -> Result<String, Error> {
     let Command::Copy {
@@ -335,6 +357,8 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         parallelism,
         batch_rows,
         max_bytes_per_sec,
+        mask,
+        mask_key,
         ..
     } = cmd
     else {
@@ -368,6 +392,25 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         toml_str(src_kind),
         toml_str(source)
     );
+    if !mask.is_empty() {
+        let mut cols = Vec::new();
+        for m in mask {
+            let (col, rule) = m.split_once('=').ok_or_else(|| {
+                Error::Config(format!(
+                    "--mask {m:?}: expected COLUMN=RULE, e.g. phone=phone"
+                ))
+            })?;
+            cols.push(format!("{} = {}", toml_key(col), toml_str(rule)));
+        }
+        t += &format!(
+            "[[stage]]\ntype = \"mask\"\ncolumns = {{ {} }}\n",
+            cols.join(", ")
+        );
+        if let Some(k) = mask_key {
+            t += &format!("key = {}\n", toml_str(k));
+        }
+        t += "\n";
+    }
     t += &format!(
         "[sink]\ntype = {}\nurl = {}\n",
         toml_str(dst_kind),

@@ -100,3 +100,21 @@ fn stage_types_not_in_this_build_are_refused() {
         stderr(&out)
     );
 }
+
+#[test]
+fn stage_option_errors_point_at_their_line() {
+    let s = Scratch::new();
+    let base = "[job]\nname = \"x\"\n\n[source]\ntype = \"csv\"\nurl = \"a.csv\"\n\n[[stage]]\ntype = \"mask\"\ncolumns = { phone = \"passport\" }\n\n[sink]\ntype = \"csv\"\nurl = \"b.csv\"\n";
+    let spec = s.write("m.toml", base);
+    let text = stderr(&s.run(&["validate", spec.to_str().unwrap()]));
+    assert!(
+        text.contains("m.toml:10:13") && text.contains("unknown mask kind `passport`"),
+        "{text}"
+    );
+    let spec = s.write("m2.toml", &base.replace("columns = ", "colums = "));
+    let text = stderr(&s.run(&["validate", spec.to_str().unwrap()]));
+    assert!(
+        text.contains("m2.toml:10:1") && text.contains("unknown field `colums`"),
+        "{text}"
+    );
+}

@@ -45,6 +45,7 @@ fn csv_in_memory_to_parquet_in_memory() {
     let summary = run_job(
         &spec,
         source,
+        &[],
         sink,
         &state,
         &RunOptions::default(),

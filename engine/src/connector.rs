@@ -10,7 +10,8 @@
 
 use crate::dirty::Rejects;
 use crate::error::Result;
-use crate::spec::{JobSpec, Policy, SpecError};
+use crate::spec::{JobSpec, Policy, SpecError, StageConfig};
+use crate::stage::{StageFactory, StagePlan};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use std::sync::Arc;
@@ -160,17 +161,66 @@ pub trait SinkFactory: Send + Sync {
     fn build(&self, cfg: &ConnectorConfig, ctx: &BuildContext) -> Result<Arc<dyn Sink>>;
 }
 
-/// Connectors by `type` name.
+/// Connectors and stages by `type` name.
 #[derive(Default)]
 pub struct Registry {
     sources: Vec<Box<dyn SourceFactory>>,
     sinks: Vec<Box<dyn SinkFactory>>,
+    stages: Vec<Box<dyn StageFactory>>,
 }
 
 impl Registry {
-    /// An empty registry.
+    /// A registry with the built-in stage types and no connectors.
     pub fn new() -> Self {
-        Self::default()
+        let mut r = Self::default();
+        crate::stages::register(&mut r);
+        r
+    }
+
+    /// Adds a stage type.
+    pub fn register_stage(&mut self, f: impl StageFactory + 'static) {
+        self.stages.push(Box::new(f));
+    }
+
+    /// Known stage types.
+    pub fn stage_kinds(&self) -> Vec<&'static str> {
+        self.stages.iter().map(|f| f.kind()).collect()
+    }
+
+    fn stage(&self, spec: &JobSpec, cfg: &StageConfig) -> Result<&dyn StageFactory, SpecError> {
+        self.stages
+            .iter()
+            .find(|f| f.kind() == cfg.kind())
+            .map(|f| f.as_ref())
+            .ok_or_else(|| {
+                let known = self.stage_kinds();
+                let known = if known.is_empty() {
+                    "this build has no stage types".to_string()
+                } else {
+                    format!("known stage types: {}", known.join(", "))
+                };
+                let _ = spec;
+                cfg.error(
+                    "type",
+                    format!("unknown stage type `{}`; {known}", cfg.kind()),
+                )
+            })
+    }
+
+    /// Plans the spec's stages for batches of the source's schema.
+    pub fn build_stages(
+        &self,
+        spec: &JobSpec,
+        input: SchemaRef,
+    ) -> Result<Vec<Arc<dyn StagePlan>>> {
+        let mut schema = input;
+        let mut plans = Vec::new();
+        for cfg in &spec.stages {
+            let plan = self.stage(spec, cfg)?.plan(cfg, schema.clone())?;
+            schema = plan.output_schema();
+            plans.push(plan);
+        }
+        Ok(plans)
     }
 
     /// Adds a source type.
@@ -214,7 +264,9 @@ impl Registry {
     pub fn validate(&self, spec: &JobSpec) -> Result<(), SpecError> {
         self.source(spec)?.validate(&spec.source)?;
         self.sink(spec)?.validate(&spec.sink)?;
-        crate::stage::validate(spec)?;
+        for cfg in &spec.stages {
+            self.stage(spec, cfg)?.validate(cfg)?;
+        }
         Ok(())
     }
 

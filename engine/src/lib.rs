@@ -14,6 +14,7 @@ pub mod error;
 pub mod runtime;
 pub mod spec;
 pub mod stage;
+pub mod stages;
 pub mod state;
 
 pub use connector::{

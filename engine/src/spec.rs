@@ -298,6 +298,120 @@ pub struct ConnectorConfig {
     kind_span: Option<std::ops::Range<usize>>,
 }
 
+/// One `[[stage]]` section of a spec. Stage types read their typed,
+/// `deny_unknown_fields` config from it with [`Self::parse`].
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    text: std::sync::Arc<str>,
+    index: usize,
+    kind: String,
+    span: std::ops::Range<usize>,
+}
+
+impl StageConfig {
+    /// The `type` of the stage.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// Position among the spec's stages (0-based).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Deserializes this stage into its config type, straight from the spec
+    /// text so errors point at their line. The type must accept `type`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, SpecError> {
+        let de = toml::Deserializer::parse(&self.text)
+            .map_err(|e| SpecError::from_toml(&self.text, e))?;
+        serde::de::DeserializeSeed::deserialize(
+            NthStage::<T>(self.index, std::marker::PhantomData),
+            de,
+        )
+        .map_err(|e| SpecError::from_toml(&self.text, e))
+    }
+
+    /// An error about this stage, pointing at `field` when it is written in
+    /// the section, else at the section.
+    pub fn error(&self, field: &str, message: impl Into<String>) -> SpecError {
+        // The section runs from its header to the next header.
+        let start = self.span.start;
+        let end = self.text[start + 1..]
+            .find("\n[")
+            .map_or(self.text.len(), |i| start + 1 + i);
+        let section = &self.text[start..end];
+        let at = section
+            .match_indices(field)
+            .find(|(i, _)| section[i + field.len()..].trim_start().starts_with('='))
+            .map(|(i, _)| start + i..start + i + field.len());
+        SpecError::at(
+            &self.text,
+            at.or(Some(self.span.clone())),
+            format!("stage[{}].{field}", self.index),
+            message,
+        )
+    }
+}
+
+/// Deserializes the `index`-th element of the top-level `stage` array as
+/// `T`, skipping everything else.
+struct NthStage<T>(usize, std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for NthStage<T> {
+    type Value = T;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        struct Top<T>(usize, std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Top<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a job spec")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+                let mut found = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "stage" {
+                        found = Some(
+                            map.next_value_seed(Elements::<T>(self.0, std::marker::PhantomData))?,
+                        );
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                found.ok_or_else(|| serde::de::Error::custom("no [[stage]] sections"))
+            }
+        }
+        struct Elements<T>(usize, std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for Elements<T> {
+            type Value = T;
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+                d.deserialize_seq(self)
+            }
+        }
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Elements<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of [[stage]] tables")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+                let mut i = 0;
+                while i < self.0 {
+                    if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                        return Err(serde::de::Error::custom("stage index out of range"));
+                    }
+                    i += 1;
+                }
+                let value = seq
+                    .next_element::<T>()?
+                    .ok_or_else(|| serde::de::Error::custom("stage index out of range"))?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(value)
+            }
+        }
+        d.deserialize_map(Top::<T>(self.0, self.1))
+    }
+}
+
 #[derive(Deserialize)]
 struct SourceSection<T> {
     source: T,
@@ -368,8 +482,8 @@ pub struct JobSpec {
     pub job: JobSection,
     /// `[source]`.
     pub source: ConnectorConfig,
-    /// `[[stage]]` types, in order.
-    pub stages: Vec<String>,
+    /// `[[stage]]` sections, in order.
+    pub stages: Vec<StageConfig>,
     /// `[sink]`.
     pub sink: ConnectorConfig,
     /// `[limits]`.
@@ -430,10 +544,15 @@ impl JobSpec {
         let source = connector(doc.source, "source")?;
         let sink = connector(doc.sink, "sink")?;
         let mut stages = Vec::new();
-        for st in doc.stage {
+        for (index, st) in doc.stage.into_iter().enumerate() {
             let span = st.span();
             match st.into_inner().kind {
-                Some(k) => stages.push(k.into_inner()),
+                Some(k) => stages.push(StageConfig {
+                    text: text.clone(),
+                    index,
+                    kind: k.into_inner(),
+                    span,
+                }),
                 None => {
                     return Err(SpecError::at(
                         &text,

@@ -18,6 +18,7 @@ use crate::connector::{CommittedPart, PartitionWriter, RunInfo, Sink, Source};
 use crate::dirty::{ErrorBudget, Rejects};
 use crate::error::{Error, Result};
 use crate::spec::JobSpec;
+use crate::stage::{Chain, StagePlan};
 use crate::state::{NewRun, RunStatus, StateStore, Totals};
 use arrow::record_batch::RecordBatch;
 use ratelimit::TokenBucket;
@@ -100,6 +101,8 @@ fn plan_hash(source: &dyn Source) -> String {
 }
 
 struct Shared<'a> {
+    stages: &'a [Arc<dyn StagePlan>],
+    schema: arrow::datatypes::SchemaRef,
     spec: &'a JobSpec,
     source: &'a dyn Source,
     sink: &'a dyn Sink,
@@ -117,6 +120,7 @@ struct Shared<'a> {
 pub fn run_job(
     spec: &JobSpec,
     source: Arc<dyn Source>,
+    stages: &[Arc<dyn StagePlan>],
     sink: Arc<dyn Sink>,
     state: &StateStore,
     opts: &RunOptions,
@@ -124,7 +128,10 @@ pub fn run_job(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let partitions = source.partitions().to_vec();
-    let schema = source.schema();
+    // What the sink receives: the last stage's output, or the source's.
+    let schema = stages
+        .last()
+        .map_or_else(|| source.schema(), |s| s.output_schema());
     let spec_hash = spec.fingerprint();
     let plan = plan_hash(source.as_ref());
     let begin = state.begin(
@@ -170,6 +177,8 @@ pub fn run_job(
         .filter(|i| !done.contains_key(i))
         .collect();
     let shared = Shared {
+        stages,
+        schema: schema.clone(),
         spec,
         source: source.as_ref(),
         sink: sink.as_ref(),
@@ -264,7 +273,8 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
     let info = &sh.source.partitions()[idx];
     let mut reader = sh.source.open(idx)?;
     let mut rejects = Rejects::new(sh.budget.clone(), &sh.spec.job.name, sh.run.run_id, idx);
-    let writer = sh.sink.open(&sh.run, info, sh.source.schema())?;
+    let mut chain = Chain::start(sh.stages)?;
+    let writer = sh.sink.open(&sh.run, info, sh.schema.clone())?;
     let (tx, rx) = crossbeam_channel::bounded::<RecordBatch>(2);
     let mut bytes_seen = 0u64;
     let mut rows_seen = 0u64;
@@ -294,6 +304,7 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
                 let Some(batch) = reader.next_batch(&mut rejects)? else {
                     break;
                 };
+                let batch = chain.process(batch, &mut rejects)?;
                 let bytes = reader.bytes_read();
                 let (db, dr) = (bytes - bytes_seen, batch.num_rows() as u64);
                 bytes_seen = bytes;
