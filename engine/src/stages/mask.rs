@@ -135,20 +135,7 @@ fn mask_email(s: &str, prefix: usize, out: &mut String) {
 }
 
 fn load_key(spec: &str) -> Result<Vec<u8>, String> {
-    let key = if let Some(name) = spec.strip_prefix("env:") {
-        std::env::var(name)
-            .map_err(|_| format!("environment variable {name} (the mask key) is not set"))?
-            .into_bytes()
-    } else if let Some(path) = spec.strip_prefix("file:") {
-        let mut k = std::fs::read(path)
-            .map_err(|e| format!("cannot read the mask key file {path}: {e}"))?;
-        while k.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            k.pop();
-        }
-        k
-    } else {
-        return Err("expected `env:NAME` or `file:PATH`".into());
-    };
+    let key = super::keys::load(spec)?;
     if key.len() < 16 {
         return Err("the mask key must be at least 16 bytes".into());
     }
@@ -179,7 +166,7 @@ fn check(cfg: &StageConfig) -> Result<(MaskConfig, Vec<(String, Rule)>), SpecErr
                 "pseudonym rules need `key = \"env:NAME\"` or `key = \"file:PATH\"`",
             ))
         }
-        (Some(k), _) if !k.starts_with("env:") && !k.starts_with("file:") => {
+        (Some(k), _) if !super::keys::well_formed(k) => {
             return Err(cfg.error("key", "expected `env:NAME` or `file:PATH`"))
         }
         _ => {}
