@@ -71,7 +71,7 @@ fn connector_option_errors_point_at_their_line() {
     let s = Scratch::new();
     let spec = s.write(
         "bad.toml",
-        "[job]\nname = \"x\"\n\n[source]\ntype = \"csv\"\nurl = \"a.csv\"\n\n[sink]\ntype = \"csv\"\nurl = \"b.csv\"\ncompression = \"zstd\"\n",
+        "[job]\nname = \"x\"\n\n[source]\ntype = \"csv\"\nurl = \"a.csv\"\n\n[sink]\ntype = \"csv\"\nurl = \"b.csv\"\ncompression = \"snappy\"\n",
     );
     let out = s.run(&["validate", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));

@@ -12,6 +12,7 @@
 //! an `X` check digit and anything mixed stay strings; decimals keep their
 //! exact scale as `decimal(p,s)` instead of becoming floats.
 
+use super::compress::Chunks;
 use super::io::{ChunkStream, CHUNK};
 use super::location::{FileMeta, Location};
 use super::types::parse_schema;
@@ -406,8 +407,14 @@ impl SourceFactory for CsvSourceFactory {
         // Header and sample from the first file.
         let first = &files[0];
         let sample_len = first.size.min(4 << 20);
-        let sample = loc.get_range(&ctx.io, &first.path, 0..sample_len)?;
-        let eof = sample_len == first.size;
+        let stored = loc.get_range(&ctx.io, &first.path, 0..sample_len)?;
+        let (sample, eof) = if super::compress::is_zstd(&first.display) {
+            let d = super::compress::decompress_prefix(&stored, 4 << 20, &first.display)?;
+            let eof = sample_len == first.size && d.len() < 4 << 20;
+            (bytes::Bytes::from(d), eof)
+        } else {
+            (stored, sample_len == first.size)
+        };
         let (records, _) = parse_records(&dialect, &sample, eof, c.infer_rows + 1);
         let ncols_sample = records.first().map_or(0, |r| r.len());
         let header: Option<Vec<String>> = if c.header {
@@ -487,14 +494,28 @@ impl SourceFactory for CsvSourceFactory {
         // Plan partitions per file.
         let mut parts = Vec::new();
         for (fi, f) in files.iter().enumerate() {
+            let zst = super::compress::is_zstd(&f.display);
             let head_len = f.size.min(1 << 20);
-            let head = if fi == 0 && head_len <= sample.len() as u64 {
-                sample.slice(0..head_len as usize)
+            let head = if fi == 0 && (zst || head_len <= sample.len() as u64) {
+                sample.slice(0..(head_len as usize).min(sample.len()))
+            } else if zst {
+                let stored = loc.get_range(&ctx.io, &f.path, 0..head_len)?;
+                bytes::Bytes::from(super::compress::decompress_prefix(
+                    &stored,
+                    1 << 20,
+                    &f.display,
+                )?)
             } else {
                 loc.get_range(&ctx.io, &f.path, 0..head_len)?
             };
+            let head_complete = !zst && head_len == f.size;
             let data_start = if c.header {
-                let (recs, consumed) = parse_records(&dialect, &head, head_len == f.size, 1);
+                let (recs, consumed) = parse_records(
+                    &dialect,
+                    &head,
+                    head_complete || (zst && head.len() < 1 << 20),
+                    1,
+                );
                 let h = recs.first().ok_or_else(|| {
                     Error::bad_data(
                         RowLocation {
@@ -528,6 +549,18 @@ impl SourceFactory for CsvSourceFactory {
             } else {
                 0
             };
+            if zst {
+                // A zstd stream is read from its start: one partition, offsets
+                // in decompressed bytes; `end` is unknown until read.
+                parts.push(Part {
+                    file: fi,
+                    start: data_start,
+                    end: u64::MAX,
+                    first_row: Some(if c.header { 2 } else { 1 }),
+                    counted_from: 0,
+                });
+                continue;
+            }
             let mut cuts = vec![data_start];
             let (split, taper) = match c.split_size {
                 Some(s) => (s.0, 0),
@@ -573,8 +606,16 @@ impl SourceFactory for CsvSourceFactory {
             .enumerate()
             .map(|(i, p)| PartitionInfo {
                 index: i,
-                label: format!("{}[{}..{}]", files[p.file].display, p.start, p.end),
-                bytes: p.end - p.counted_from,
+                label: if p.end == u64::MAX {
+                    format!("{}[zstd]", files[p.file].display)
+                } else {
+                    format!("{}[{}..{}]", files[p.file].display, p.start, p.end)
+                },
+                bytes: if p.end == u64::MAX {
+                    files[p.file].size
+                } else {
+                    p.end - p.counted_from
+                },
             })
             .collect();
         Ok(Arc::new(CsvSource {
@@ -733,17 +774,25 @@ impl Source for CsvSource {
     fn open(&self, partition: usize) -> Result<Box<dyn SourceReader>> {
         let p = self.parts[partition].clone();
         let f = &self.files[p.file];
-        let chunks = ChunkStream::spawn_file(
+        let zst = p.end == u64::MAX;
+        let range = if zst { 0..f.size } else { p.start..p.end };
+        let stream = ChunkStream::spawn_file(
             &self.io,
             self.loc.store.clone(),
             f.path.clone(),
             self.loc.fs_path(&f.path),
             f.display.clone(),
-            p.start..p.end,
+            range,
             CHUNK,
         );
+        let chunks = if zst {
+            Chunks::Zstd(super::compress::ZstdChunks::new(stream, f.display.clone())?)
+        } else {
+            Chunks::Plain(stream)
+        };
         Ok(Box::new(CsvReader {
             chunks,
+            skip: if zst { p.start } else { 0 },
             file: f.display.clone(),
             rdr: self.dialect.reader(),
             schema: self.schema.clone(),
@@ -777,7 +826,9 @@ impl Source for CsvSource {
 }
 
 struct CsvReader {
-    chunks: ChunkStream,
+    chunks: Chunks,
+    /// Decompressed bytes to skip before the first record (a zstd file's header).
+    skip: u64,
     file: String,
     rdr: Reader,
     schema: SchemaRef,
@@ -935,8 +986,9 @@ impl CsvReader {
                         // fused scan below.
                         self.fused = self.dialect.comment.is_none()
                             && memchr::memchr_iter(b'\r', &b).all(|i| b.get(i + 1) == Some(&b'\n'));
+                        // The first chunk of a zstd file still holds the header.
+                        self.pos = (std::mem::take(&mut self.skip) as usize).min(b.len());
                         self.buf = b;
-                        self.pos = 0;
                     }
                     None => self.eof = true,
                 }
@@ -1492,7 +1544,9 @@ impl SourceReader for CsvReader {
     }
 
     fn bytes_read(&self) -> u64 {
-        self.offset - self.start
+        self.chunks
+            .stored_consumed()
+            .unwrap_or(self.offset - self.start)
     }
 }
 

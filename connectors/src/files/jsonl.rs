@@ -4,6 +4,7 @@
 //! batch is decoded again line by line so only the bad lines are rejected.
 //! Unknown fields are errors (strict mode), so no value is silently dropped.
 
+use super::compress::Chunks;
 use super::io::{ChunkStream, CHUNK};
 use super::location::{FileMeta, Location};
 use super::types::parse_schema;
@@ -111,8 +112,18 @@ impl SourceFactory for JsonlSourceFactory {
             Some(s) => parse_schema(s).map_err(|e| cfg.error("schema", e))?,
             None => {
                 let first = &files[0];
-                let sample = loc.get_range(&ctx.io, &first.path, 0..first.size.min(4 << 20))?;
-                let complete = if sample.len() as u64 == first.size {
+                let stored = loc.get_range(&ctx.io, &first.path, 0..first.size.min(4 << 20))?;
+                let zst = super::compress::is_zstd(&first.display);
+                let sample = if zst {
+                    bytes::Bytes::from(super::compress::decompress_prefix(
+                        &stored,
+                        4 << 20,
+                        &first.display,
+                    )?)
+                } else {
+                    stored
+                };
+                let complete = if !zst && sample.len() as u64 == first.size {
                     &sample[..]
                 } else {
                     &sample[..sample
@@ -154,6 +165,16 @@ impl SourceFactory for JsonlSourceFactory {
         };
         let mut parts = Vec::new();
         for (fi, f) in files.iter().enumerate() {
+            if super::compress::is_zstd(&f.display) {
+                // A zstd stream is read from its start: one partition.
+                parts.push(Part {
+                    file: fi,
+                    start: 0,
+                    end: u64::MAX,
+                    first_line: Some(1),
+                });
+                continue;
+            }
             let mut cuts = vec![0u64];
             let (split, taper) = match c.split_size {
                 Some(s) => (s.0, 0),
@@ -191,8 +212,16 @@ impl SourceFactory for JsonlSourceFactory {
             .enumerate()
             .map(|(i, p)| PartitionInfo {
                 index: i,
-                label: format!("{}[{}..{}]", files[p.file].display, p.start, p.end),
-                bytes: p.end - p.start,
+                label: if p.end == u64::MAX {
+                    format!("{}[zstd]", files[p.file].display)
+                } else {
+                    format!("{}[{}..{}]", files[p.file].display, p.start, p.end)
+                },
+                bytes: if p.end == u64::MAX {
+                    files[p.file].size
+                } else {
+                    p.end - p.start
+                },
             })
             .collect();
         Ok(Arc::new(JsonlSource {
@@ -220,15 +249,24 @@ impl Source for JsonlSource {
         let p = self.parts[partition].clone();
         let f = &self.files[p.file];
         Ok(Box::new(JsonlReader {
-            chunks: ChunkStream::spawn_file(
-                &self.io,
-                self.loc.store.clone(),
-                f.path.clone(),
-                self.loc.fs_path(&f.path),
-                f.display.clone(),
-                p.start..p.end,
-                CHUNK,
-            ),
+            chunks: {
+                let zst = p.end == u64::MAX;
+                let range = if zst { 0..f.size } else { p.start..p.end };
+                let stream = ChunkStream::spawn_file(
+                    &self.io,
+                    self.loc.store.clone(),
+                    f.path.clone(),
+                    self.loc.fs_path(&f.path),
+                    f.display.clone(),
+                    range,
+                    CHUNK,
+                );
+                if zst {
+                    Chunks::Zstd(super::compress::ZstdChunks::new(stream, f.display.clone())?)
+                } else {
+                    Chunks::Plain(stream)
+                }
+            },
             file: f.display.clone(),
             schema: self.schema.clone(),
             batch_rows: self.batch_rows,
@@ -251,7 +289,7 @@ impl Source for JsonlSource {
 }
 
 struct JsonlReader {
-    chunks: ChunkStream,
+    chunks: Chunks,
     file: String,
     schema: SchemaRef,
     batch_rows: usize,
@@ -398,6 +436,8 @@ impl SourceReader for JsonlReader {
     }
 
     fn bytes_read(&self) -> u64 {
-        self.offset - self.start
+        self.chunks
+            .stored_consumed()
+            .unwrap_or(self.offset - self.start)
     }
 }

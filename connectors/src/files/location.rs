@@ -240,7 +240,7 @@ impl Location {
             let keep = match &self.glob {
                 Some(g) => g.is_match(&rel),
                 None => {
-                    let ext = rel
+                    let ext = super::compress::strip_zstd(&rel)
                         .rsplit_once('.')
                         .map(|(_, e)| e.to_ascii_lowercase())
                         .unwrap_or_default();

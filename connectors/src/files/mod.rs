@@ -3,6 +3,7 @@
 //! `file://`, `memory://` and `s3://` URLs all work the same way.
 
 mod assemble;
+pub mod compress;
 pub mod csv;
 mod direct;
 pub mod io;
@@ -65,7 +66,7 @@ pub fn nominal_cuts(start: u64, end: u64, split: u64, taper: usize) -> Vec<u64> 
 /// The file connector type for a URL, from its extension (`people.csv`,
 /// `data/*.jsonl`, `out.parquet`). `None` when the URL has no known one.
 pub fn kind_for_url(url: &str) -> Option<&'static str> {
-    let name = url.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let name = compress::strip_zstd(url.trim_end_matches('/').rsplit('/').next().unwrap_or(""));
     let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
     Some(match ext.as_str() {
         "csv" | "tsv" => "csv",

@@ -126,6 +126,11 @@ impl FileSinkConfig {
         let name = self.compression.as_deref().map(str::to_ascii_lowercase);
         let codec = match (format, name.as_deref()) {
             (Format::Parquet | Format::Arrow, None | Some("zstd")) => Codec::Zstd(level),
+            // CSV and JSON lines: zstd when asked, or when the file is named `….zst`.
+            (Format::Csv | Format::Jsonl, Some("zstd")) => Codec::Zstd(level),
+            (Format::Csv | Format::Jsonl, None) if super::compress::is_zstd(&self.url) => {
+                Codec::Zstd(level)
+            }
             (_, Some("none" | "uncompressed")) | (Format::Csv | Format::Jsonl, None) => Codec::None,
             (Format::Parquet, Some("snappy")) => Codec::Snappy,
             (Format::Parquet | Format::Arrow, Some("lz4")) => Codec::Lz4,
@@ -133,7 +138,7 @@ impl FileSinkConfig {
                 let known = match f {
                     Format::Parquet => "zstd, snappy, lz4, none",
                     Format::Arrow => "zstd, lz4, none",
-                    _ => "none (compressed CSV and JSON lines arrive with the compress stage)",
+                    _ => "zstd, none",
                 };
                 return Err(cfg.error(
                     "compression",
@@ -275,7 +280,7 @@ impl FileSink {
 
     fn part_path(&self, run_id: i64, index: usize) -> Path {
         self.run_dir(run_id)
-            .join(format!("part-{index:05}.{}", self.format.ext()))
+            .join(format!("part-{index:05}.{}", self.part_ext()))
     }
 
     fn exists(&self, path: &Path) -> Result<bool> {
@@ -381,6 +386,15 @@ impl FileSink {
         IpcWriteOptions::default()
             .try_with_compression(c)
             .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Extension of part files: `csv.zst` for compressed text formats.
+    fn part_ext(&self) -> &'static str {
+        match (self.format, self.codec) {
+            (Format::Csv, Codec::Zstd(_)) => "csv.zst",
+            (Format::Jsonl, Codec::Zstd(_)) => "jsonl.zst",
+            (f, _) => f.ext(),
+        }
     }
 
     fn delimiter(&self) -> u8 {
@@ -566,7 +580,7 @@ impl FileSink {
         journal: &dyn PublishJournal,
     ) -> Result<()> {
         let run_dir = self.run_dir(run.run_id);
-        let ext = self.format.ext();
+        let ext = self.part_ext();
         let step = journal.step()?;
         if self.cfg.mode == Mode::Append {
             for p in parts {
@@ -664,6 +678,8 @@ fn high_cardinality(col: &arrow::array::ArrayRef) -> bool {
 /// local file written under a temporary name, or memory (for direct
 /// assembly of a single local Parquet file).
 enum Target {
+    /// zstd around another target (CSV and JSON-lines parts).
+    Zstd(Box<zstd::stream::write::Encoder<'static, Target>>),
     Upload(UploadWriter),
     Local(LocalPart),
     Memory(Vec<u8>),
@@ -722,6 +738,7 @@ impl Drop for LocalPart {
 impl std::io::Write for Target {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         match self {
+            Target::Zstd(z) => z.write(data),
             Target::Upload(w) => w.write(data),
             Target::Local(l) => {
                 let n = l
@@ -866,7 +883,14 @@ impl PartitionWriter for FilePartWriter {
         let w = enc
             .finish()
             .map_err(|e| Error::io(format!("writing {}", self.display), e))?;
+        let w = match w {
+            Target::Zstd(z) => z
+                .finish()
+                .map_err(|e| Error::io(format!("writing {}", self.display), e))?,
+            other => other,
+        };
         let (bytes, location) = match w {
+            Target::Zstd(_) => return Err(Error::Internal("zstd inside zstd".into())),
             Target::Upload(w) => (w.finish()?, self.location.clone()),
             Target::Local(l) => (l.finish()?, self.location.clone()),
             Target::Memory(encoded) => {
@@ -995,13 +1019,24 @@ impl Sink for FileSink {
         let header = self.cfg.header.unwrap_or(true)
             && (self.is_dir
                 || (partition.index == 0 && !self.parts_without_header.load(Ordering::Relaxed)));
+        let w = match (self.format, self.codec) {
+            (Format::Csv | Format::Jsonl, Codec::Zstd(level)) => {
+                let mut z = zstd::stream::write::Encoder::new(w, level)
+                    .map_err(|e| Error::io(format!("starting zstd for {display}"), e))?;
+                // A frame checksum makes a corrupted byte a read error, not wrong data.
+                z.include_checksum(true)
+                    .map_err(|e| Error::io(format!("starting zstd for {display}"), e))?;
+                Target::Zstd(Box::new(z))
+            }
+            _ => w,
+        };
         let enc = self.encoder(w, &schema, header)?;
         let live = (!self.is_dir && !self.direct).then(|| {
             (
                 self.live.clone(),
                 run.run_id,
                 self.run_dir(run.run_id),
-                self.format.ext(),
+                self.part_ext(),
             )
         });
         Ok(Box::new(FilePartWriter {
