@@ -121,6 +121,10 @@ enum Command {
         /// zstd level for the sink (1-22).
         #[arg(long)]
         compression_level: Option<i32>,
+        /// Compress the output: zstd or zstd:LEVEL (the same as
+        /// --compression zstd --compression-level LEVEL).
+        #[arg(long, value_name = "zstd[:LEVEL]")]
+        compress: Option<String>,
         /// Worker threads.
         #[arg(long)]
         parallelism: Option<usize>,
@@ -354,6 +358,7 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         mode,
         compression,
         compression_level,
+        compress,
         parallelism,
         batch_rows,
         max_bytes_per_sec,
@@ -424,7 +429,27 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         };
         t += &format!("mode = {}\n", toml_str(m));
     }
-    if let Some(c) = compression {
+    let (compression, compression_level) = match compress {
+        None => (compression.clone(), *compression_level),
+        Some(c) => {
+            let (codec, level) = c
+                .split_once(':')
+                .map_or((c.as_str(), None), |(a, b)| (a, Some(b)));
+            if codec != "zstd" {
+                return Err(Error::Config(format!(
+                    "--compress {c:?}: expected zstd or zstd:LEVEL"
+                )));
+            }
+            let level = match level {
+                Some(l) => Some(l.parse::<i32>().map_err(|_| {
+                    Error::Config(format!("--compress {c:?}: {l:?} is not a level"))
+                })?),
+                None => *compression_level,
+            };
+            (Some("zstd".to_string()), level)
+        }
+    };
+    if let Some(c) = &compression {
         t += &format!("compression = {}\n", toml_str(c));
     }
     if let Some(l) = compression_level {

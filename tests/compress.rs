@@ -91,3 +91,41 @@ fn a_corrupted_byte_fails_the_frame_checksum() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("bad.csv.zst"), "{}", stderr(&out));
 }
+
+#[test]
+fn compress_flag_equals_the_sink_options() {
+    let s = Scratch::new();
+    let src = fixtures().join("people.csv");
+    let text = stdout(&s.ok(&[
+        "copy",
+        src.to_str().unwrap(),
+        "o.csv.zst",
+        "--compress",
+        "zstd:5",
+        "--print-spec",
+    ]));
+    assert!(
+        text.contains("compression = \"zstd\"\ncompression_level = 5"),
+        "{text}"
+    );
+    s.ok(&[
+        "copy",
+        src.to_str().unwrap(),
+        "o.csv.zst",
+        "--compress",
+        "zstd:5",
+    ]);
+    s.ok(&["copy", "o.csv.zst", "o.parquet"]);
+    assert_eq!(
+        fingerprint(&read_batches(&s.path("o.parquet"))),
+        fixture_fingerprint()
+    );
+    let out = s.run(&[
+        "copy",
+        src.to_str().unwrap(),
+        "o.csv",
+        "--compress",
+        "brotli",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
