@@ -25,7 +25,7 @@
 //! A cell that fails authentication is a dirty row (reason and column), never
 //! garbage output. NULL stays NULL.
 
-use super::keys;
+use super::{column_indexes, keys, retyped};
 use crate::dirty::{DirtyRow, Rejects};
 use crate::error::{Error, Location, Result};
 use crate::spec::{SpecError, StageConfig};
@@ -34,7 +34,7 @@ use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, AesGcm};
 use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -182,46 +182,6 @@ pub struct DecryptConfig {
     pub keys: BTreeMap<String, String>,
     /// Columns to decrypt (binary cells written by `encrypt`).
     pub columns: Vec<String>,
-}
-
-fn column_indexes(
-    cfg: &StageConfig,
-    what: &str,
-    input: &SchemaRef,
-    cols: &[String],
-) -> Result<Vec<usize>> {
-    cols.iter()
-        .map(|c| {
-            input.index_of(c).map_err(|_| {
-                Error::Config(format!(
-                    "stage {} ({what}): no column `{c}` in the input; columns are {}",
-                    cfg.index(),
-                    input
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
-        })
-        .collect()
-}
-
-fn retyped(input: &SchemaRef, idx: &[usize], to: DataType) -> SchemaRef {
-    let fields: Vec<Field> = input
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if idx.contains(&i) {
-                Field::new(f.name(), to.clone(), true)
-            } else {
-                f.as_ref().clone()
-            }
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
 }
 
 fn header(alg: Algorithm, key_id: &str) -> Vec<u8> {

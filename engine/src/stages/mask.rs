@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::spec::{SpecError, StageConfig};
 use crate::stage::{Stage, StageFactory, StagePlan};
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -185,22 +185,13 @@ impl StageFactory for MaskFactory {
 
     fn plan(&self, cfg: &StageConfig, input: SchemaRef) -> Result<Arc<dyn StagePlan>> {
         let (c, rules) = check(cfg)?;
-        let mut by_index = Vec::new();
-        for (col, rule) in rules {
-            let idx = input.index_of(&col).map_err(|_| {
-                Error::Config(format!(
-                    "stage {} (mask): no column `{col}` in the input; columns are {}",
-                    cfg.index(),
-                    input
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-            by_index.push((idx, rule));
-        }
+        let cols: Vec<String> = rules.iter().map(|(c, _)| c.clone()).collect();
+        let idx = super::column_indexes(cfg, "mask", &input, &cols)?;
+        let by_index: Vec<(usize, Rule)> = idx
+            .iter()
+            .copied()
+            .zip(rules.into_iter().map(|(_, r)| r))
+            .collect();
         let key = match &c.key {
             Some(k) => Some(
                 load_key(k)
@@ -208,20 +199,8 @@ impl StageFactory for MaskFactory {
             ),
             None => None,
         };
-        let fields: Vec<Field> = input
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if by_index.iter().any(|(j, _)| *j == i) {
-                    Field::new(f.name(), DataType::Utf8, true)
-                } else {
-                    f.as_ref().clone()
-                }
-            })
-            .collect();
         Ok(Arc::new(MaskPlan {
-            schema: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
+            schema: super::retyped(&input, &idx, DataType::Utf8),
             rules: by_index,
             key: key.map(Arc::new),
         }))
