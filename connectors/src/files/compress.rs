@@ -3,9 +3,10 @@
 //! stream cannot be entered in the middle); compressed output parts are
 //! independent zstd frames, so concatenating them is itself a valid file.
 
-use super::io::ChunkStream;
+use super::io::{ChunkStream, CHUNK};
+use super::location::{FileMeta, Location};
 use bytes::Bytes;
-use tidex_engine::{Error, Result};
+use tidex_engine::{Error, PartitionInfo, Result};
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 
 /// Whether a file name ends in `.zst` or `.zstd`.
@@ -24,6 +25,62 @@ pub fn strip_zstd(name: &str) -> &str {
     } else {
         name
     }
+}
+
+/// The `end` of a partition that is a whole zstd file: its decompressed
+/// length is unknown until it has been read.
+pub const WHOLE_ZSTD: u64 = u64::MAX;
+
+/// A byte-range partition of a text file: `file[start..end]`, or
+/// `file[zstd]` for a whole compressed file (whose stored size it counts).
+/// Input bytes are counted from `counted_from`.
+pub fn range_info(
+    index: usize,
+    file: &FileMeta,
+    start: u64,
+    end: u64,
+    counted_from: u64,
+) -> PartitionInfo {
+    if end == WHOLE_ZSTD {
+        PartitionInfo {
+            index,
+            label: format!("{}[zstd]", file.display),
+            bytes: file.size,
+        }
+    } else {
+        PartitionInfo {
+            index,
+            label: format!("{}[{start}..{end}]", file.display),
+            bytes: end - counted_from,
+        }
+    }
+}
+
+/// The chunks of a byte-range partition: the range as stored, or for
+/// [`WHOLE_ZSTD`] the whole file decompressed from its start.
+pub fn open_range(
+    loc: &Location,
+    io: &tokio::runtime::Handle,
+    file: &FileMeta,
+    start: u64,
+    end: u64,
+) -> Result<Chunks> {
+    let zst = end == WHOLE_ZSTD;
+    let range = if zst { 0..file.size } else { start..end };
+    let stream = ChunkStream::spawn_file(
+        io,
+        loc.store.clone(),
+        file.path.clone(),
+        loc.fs_path(&file.path),
+        file.display.clone(),
+        range,
+        CHUNK,
+    );
+    Ok(if zst {
+        Chunks::Zstd(ZstdChunks::new(stream, file.display.clone())?)
+    } else {
+        Chunks::Plain(stream)
+    })
 }
 
 /// Chunks of a file's bytes, decompressed when the file is zstd.

@@ -12,7 +12,7 @@
 //! an `X` check digit and anything mixed stay strings; decimals keep their
 //! exact scale as `decimal(p,s)` instead of becoming floats.
 
-use super::compress::Chunks;
+use super::compress::{open_range, range_info, Chunks, WHOLE_ZSTD};
 use super::io::{ChunkStream, CHUNK};
 use super::location::{FileMeta, Location};
 use super::types::parse_schema;
@@ -555,7 +555,7 @@ impl SourceFactory for CsvSourceFactory {
                 parts.push(Part {
                     file: fi,
                     start: data_start,
-                    end: u64::MAX,
+                    end: WHOLE_ZSTD,
                     first_row: Some(if c.header { 2 } else { 1 }),
                     counted_from: 0,
                 });
@@ -604,19 +604,7 @@ impl SourceFactory for CsvSourceFactory {
         let infos = parts
             .iter()
             .enumerate()
-            .map(|(i, p)| PartitionInfo {
-                index: i,
-                label: if p.end == u64::MAX {
-                    format!("{}[zstd]", files[p.file].display)
-                } else {
-                    format!("{}[{}..{}]", files[p.file].display, p.start, p.end)
-                },
-                bytes: if p.end == u64::MAX {
-                    files[p.file].size
-                } else {
-                    p.end - p.counted_from
-                },
-            })
+            .map(|(i, p)| range_info(i, &files[p.file], p.start, p.end, p.counted_from))
             .collect();
         Ok(Arc::new(CsvSource {
             loc,
@@ -774,25 +762,11 @@ impl Source for CsvSource {
     fn open(&self, partition: usize) -> Result<Box<dyn SourceReader>> {
         let p = self.parts[partition].clone();
         let f = &self.files[p.file];
-        let zst = p.end == u64::MAX;
-        let range = if zst { 0..f.size } else { p.start..p.end };
-        let stream = ChunkStream::spawn_file(
-            &self.io,
-            self.loc.store.clone(),
-            f.path.clone(),
-            self.loc.fs_path(&f.path),
-            f.display.clone(),
-            range,
-            CHUNK,
-        );
-        let chunks = if zst {
-            Chunks::Zstd(super::compress::ZstdChunks::new(stream, f.display.clone())?)
-        } else {
-            Chunks::Plain(stream)
-        };
+        let chunks = open_range(&self.loc, &self.io, f, p.start, p.end)?;
         Ok(Box::new(CsvReader {
             chunks,
-            skip: if zst { p.start } else { 0 },
+            // A zstd file is decompressed from its start, header included.
+            skip: if p.end == WHOLE_ZSTD { p.start } else { 0 },
             file: f.display.clone(),
             rdr: self.dialect.reader(),
             schema: self.schema.clone(),

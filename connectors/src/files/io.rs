@@ -151,11 +151,6 @@ impl UploadWriter {
         })
     }
 
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
     fn wait_one(&mut self) -> std::io::Result<()> {
         if let Some(h) = self.inflight.pop_front() {
             match self.io.block_on(h) {

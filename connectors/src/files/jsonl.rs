@@ -4,8 +4,7 @@
 //! batch is decoded again line by line so only the bad lines are rejected.
 //! Unknown fields are errors (strict mode), so no value is silently dropped.
 
-use super::compress::Chunks;
-use super::io::{ChunkStream, CHUNK};
+use super::compress::{open_range, range_info, Chunks, WHOLE_ZSTD};
 use super::location::{FileMeta, Location};
 use super::types::parse_schema;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -170,7 +169,7 @@ impl SourceFactory for JsonlSourceFactory {
                 parts.push(Part {
                     file: fi,
                     start: 0,
-                    end: u64::MAX,
+                    end: WHOLE_ZSTD,
                     first_line: Some(1),
                 });
                 continue;
@@ -210,19 +209,7 @@ impl SourceFactory for JsonlSourceFactory {
         let infos = parts
             .iter()
             .enumerate()
-            .map(|(i, p)| PartitionInfo {
-                index: i,
-                label: if p.end == u64::MAX {
-                    format!("{}[zstd]", files[p.file].display)
-                } else {
-                    format!("{}[{}..{}]", files[p.file].display, p.start, p.end)
-                },
-                bytes: if p.end == u64::MAX {
-                    files[p.file].size
-                } else {
-                    p.end - p.start
-                },
-            })
+            .map(|(i, p)| range_info(i, &files[p.file], p.start, p.end, p.start))
             .collect();
         Ok(Arc::new(JsonlSource {
             loc,
@@ -249,24 +236,7 @@ impl Source for JsonlSource {
         let p = self.parts[partition].clone();
         let f = &self.files[p.file];
         Ok(Box::new(JsonlReader {
-            chunks: {
-                let zst = p.end == u64::MAX;
-                let range = if zst { 0..f.size } else { p.start..p.end };
-                let stream = ChunkStream::spawn_file(
-                    &self.io,
-                    self.loc.store.clone(),
-                    f.path.clone(),
-                    self.loc.fs_path(&f.path),
-                    f.display.clone(),
-                    range,
-                    CHUNK,
-                );
-                if zst {
-                    Chunks::Zstd(super::compress::ZstdChunks::new(stream, f.display.clone())?)
-                } else {
-                    Chunks::Plain(stream)
-                }
-            },
+            chunks: open_range(&self.loc, &self.io, f, p.start, p.end)?,
             file: f.display.clone(),
             schema: self.schema.clone(),
             batch_rows: self.batch_rows,

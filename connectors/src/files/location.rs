@@ -185,11 +185,6 @@ impl Location {
             || self.local.as_ref().is_some_and(|l| l.is_dir())
     }
 
-    /// Runs a future on the I/O runtime from a worker thread.
-    pub fn block_on<F: std::future::Future>(io: &tokio::runtime::Handle, f: F) -> F::Output {
-        io.block_on(f)
-    }
-
     /// Lists everything under `dir` (recursively), sorted by path.
     pub fn list_under(
         &self,
