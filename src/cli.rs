@@ -285,14 +285,15 @@ fn io_runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 fn run(registry: &Registry, cli: &Cli, spec: JobSpec, flags: &RunFlags) -> Result<(), Error> {
     let rt = io_runtime()?;
+    let state = StateStore::open(&cli.state)?;
     let ctx = BuildContext {
         io: rt.handle().clone(),
         batch_rows: spec.limits.batch_rows,
         policy: spec.errors.policy,
         parallelism: spec.limits.parallelism,
         job: spec.job.name.clone(),
+        source_state: state.source_state(&spec.job.name, flags.restart)?,
     };
-    let state = StateStore::open(&cli.state)?;
     let source = registry.build_source(&spec, &ctx)?;
     let stages = registry.build_stages(&spec, source.schema())?;
     let sink = registry.build_sink(&spec, &ctx)?;
@@ -516,6 +517,7 @@ fn head(registry: &Registry, url: &str, rows: usize) -> Result<(), Error> {
         policy: Default::default(),
         parallelism: 1,
         job: "head".into(),
+        source_state: Default::default(),
     };
     let source = registry.build_source(&spec, &ctx)?;
     let budget = Arc::new(tidex_engine::dirty::ErrorBudget::new(&spec.errors, 0));

@@ -4,6 +4,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub mod db;
 #[cfg(feature = "files")]
 pub mod files;
 
@@ -15,12 +17,18 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     #[cfg(feature = "files")]
     files::register(&mut r);
+    #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+    db::register(&mut r);
     r
 }
 
 /// The connector type for a URL in `tidex copy`: by scheme, then by
 /// extension; a directory sink (`out/`) is Parquet parts.
 pub fn kind_for_url(url: &str, is_sink: bool) -> Option<&'static str> {
+    #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+    if let Some(k) = db::kind_for_url(url) {
+        return Some(k);
+    }
     #[cfg(feature = "files")]
     if let Some(k) = files::kind_for_url(url) {
         return Some(k);

@@ -36,6 +36,7 @@ fn csv_in_memory_to_parquet_in_memory() {
         policy: spec.errors.policy,
         parallelism: 2,
         job: "mem".into(),
+        source_state: Default::default(),
     };
     let source = registry.build_source(&spec, &ctx).unwrap();
     assert!(source.partitions().len() > 3, "split into byte ranges");

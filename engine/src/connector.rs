@@ -50,6 +50,24 @@ pub trait Source: Send + Sync {
     fn open(&self, partition: usize) -> Result<Box<dyn SourceReader>>;
     /// Where the data comes from, for logs and summaries.
     fn describe(&self) -> String;
+    /// What this source must remember about the run: the bounds it
+    /// planned (key ranges, an incremental high-water mark), stored with
+    /// the run. A resumed run gets it back in
+    /// [`SourceState::interrupted`] and must plan the same partitions; the
+    /// next run gets the last completed run's in [`SourceState::previous`].
+    fn state(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What earlier runs of the job left for its source (see [`Source::state`]).
+#[derive(Debug, Clone, Default)]
+pub struct SourceState {
+    /// The state of the job's last completed run.
+    pub previous: Option<String>,
+    /// The state of the interrupted run this run resumes (`None` under
+    /// `--restart`).
+    pub interrupted: Option<String>,
 }
 
 /// The identity of a run, handed to sinks.
@@ -104,6 +122,15 @@ pub trait Sink: Send + Sync {
     /// resumed run passes the parts its interrupted attempt committed.
     fn prepare(&self, run: &RunInfo, schema: &SchemaRef, committed: &[CommittedPart])
         -> Result<()>;
+    /// Partitions of a resumed run that the target itself records as
+    /// committed. A sink that commits a partition inside the target's own
+    /// transaction (a database) records it there too; if the process died
+    /// between that commit and the state store's, the run must not deliver
+    /// the partition again. File sinks return nothing.
+    fn committed_at_target(&self, run: &RunInfo) -> Result<Vec<CommittedPart>> {
+        let _ = run;
+        Ok(Vec::new())
+    }
     /// Opens a writer for one partition.
     fn open(
         &self,
@@ -139,6 +166,8 @@ pub struct BuildContext {
     pub parallelism: usize,
     /// Job name.
     pub job: String,
+    /// What earlier runs of the job recorded for the source.
+    pub source_state: SourceState,
 }
 
 /// Builds sources of one `type`.

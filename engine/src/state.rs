@@ -6,7 +6,7 @@
 //! the two re-runs the partition into the same staging name and nothing is
 //! delivered twice.
 
-use crate::connector::{CommittedPart, PublishJournal, RunInfo};
+use crate::connector::{CommittedPart, PublishJournal, RunInfo, SourceState};
 use crate::error::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -100,6 +100,8 @@ pub struct NewRun<'a> {
     pub purpose: Option<&'a str>,
     /// Partitions planned.
     pub partitions: usize,
+    /// What the source asked to remember (see `Source::state`).
+    pub source_state: Option<&'a str>,
 }
 
 /// The embedded state store.
@@ -127,7 +129,8 @@ CREATE TABLE IF NOT EXISTS runs (
     dirty_rows INTEGER NOT NULL DEFAULT 0,
     output TEXT,
     error TEXT,
-    publish_step TEXT
+    publish_step TEXT,
+    source_state TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_job ON runs(job, run_id);
 CREATE TABLE IF NOT EXISTS parts (
@@ -174,6 +177,18 @@ impl StateStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // State files written before `source_state` existed.
+        let has_source_state: bool = conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = 'source_state'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if !has_source_state {
+            conn.execute_batch("ALTER TABLE runs ADD COLUMN source_state TEXT")
+                .map_err(err)?;
+        }
         Ok(StateStore {
             path,
             conn: Mutex::new(conn),
@@ -259,9 +274,9 @@ impl StateStore {
         }
         let run_id = self.with(|c| {
             c.execute(
-                "INSERT INTO runs (job, spec_hash, plan_hash, status, pid, started_at, owner, purpose, partitions)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)",
-                params![new.job, new.spec_hash, new.plan_hash, std::process::id(), now(), new.owner, new.purpose, new.partitions as i64],
+                "INSERT INTO runs (job, spec_hash, plan_hash, status, pid, started_at, owner, purpose, partitions, source_state)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![new.job, new.spec_hash, new.plan_hash, std::process::id(), now(), new.owner, new.purpose, new.partitions as i64, new.source_state],
             )?;
             Ok(c.last_insert_rowid())
         })?;
@@ -274,6 +289,38 @@ impl StateStore {
             },
             committed: Vec::new(),
             discarded,
+        })
+    }
+
+    /// What earlier runs of `job` recorded for its source: the last
+    /// completed run's state, and the interrupted run's (which the next run
+    /// resumes unless `restart`).
+    pub fn source_state(&self, job: &str, restart: bool) -> Result<SourceState> {
+        self.with(|c| {
+            let previous: Option<String> = c
+                .query_row(
+                    "SELECT source_state FROM runs WHERE job = ?1 AND status = 'completed' ORDER BY run_id DESC LIMIT 1",
+                    params![job],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            let interrupted: Option<String> = if restart {
+                None
+            } else {
+                c.query_row(
+                    "SELECT status, source_state FROM runs WHERE job = ?1 ORDER BY run_id DESC LIMIT 1",
+                    params![job],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+                )
+                .optional()?
+                .filter(|(status, _)| matches!(status.as_str(), "running" | "publishing" | "failed"))
+                .and_then(|(_, state)| state)
+            };
+            Ok(SourceState {
+                previous,
+                interrupted,
+            })
         })
     }
 
@@ -451,7 +498,25 @@ mod tests {
             owner: None,
             purpose: None,
             partitions: 3,
+            source_state: Some(plan),
         }
+    }
+
+    #[test]
+    fn source_state_of_last_completed_and_interrupted_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path().join("state.db")).unwrap();
+        assert!(s.source_state("j", false).unwrap().previous.is_none());
+        let r1 = s.begin(&new_run("one"), false).unwrap().run;
+        s.finish(r1.run_id, RunStatus::Completed, &Totals::default(), None, None)
+            .unwrap();
+        let r2 = s.begin(&new_run("two"), false).unwrap().run;
+        s.finish(r2.run_id, RunStatus::Failed, &Totals::default(), None, None)
+            .unwrap();
+        let st = s.source_state("j", false).unwrap();
+        assert_eq!(st.previous.as_deref(), Some("one"));
+        assert_eq!(st.interrupted.as_deref(), Some("two"));
+        assert!(s.source_state("j", true).unwrap().interrupted.is_none());
     }
 
     #[test]

@@ -134,6 +134,7 @@ pub fn run_job(
         .map_or_else(|| source.schema(), |s| s.output_schema());
     let spec_hash = spec.fingerprint();
     let plan = plan_hash(source.as_ref());
+    let source_state = source.state();
     let begin = state.begin(
         &NewRun {
             job: &spec.job.name,
@@ -142,6 +143,7 @@ pub fn run_job(
             owner: spec.job.owner.as_deref(),
             purpose: spec.job.purpose.as_deref(),
             partitions: partitions.len(),
+            source_state: source_state.as_deref(),
         },
         opts.restart,
     )?;
@@ -150,8 +152,23 @@ pub fn run_job(
         sink.discard(old)?;
     }
     let run = begin.run;
-    let done: HashMap<usize, _> = begin
-        .committed
+    let mut begin_committed = begin.committed;
+    if run.resumed {
+        // Partitions the target committed in its own transaction while the
+        // state store did not get to record them.
+        for part in sink.committed_at_target(&run)? {
+            if part.index < partitions.len()
+                && !begin_committed
+                    .iter()
+                    .any(|(p, _, _)| p.index == part.index)
+            {
+                tracing::info!(job = %spec.job.name, partition = part.index, "partition found committed at the target");
+                state.commit_part(run.run_id, &part, 0, 0)?;
+                begin_committed.push((part, 0, 0));
+            }
+        }
+    }
+    let done: HashMap<usize, _> = begin_committed
         .iter()
         .map(|(p, bi, d)| (p.index, (p.clone(), *bi, *d)))
         .collect();
@@ -189,7 +206,7 @@ pub fn run_job(
         cancel: &opts.cancel,
         bytes_limit: spec.limits.max_bytes_per_sec.map(|b| TokenBucket::new(b.0)),
         rows_limit: spec.limits.max_rows_per_sec.map(TokenBucket::new),
-        committed: Mutex::new(begin.committed),
+        committed: Mutex::new(begin_committed),
     };
     let attempt_bytes_before = progress.bytes_in.load(Ordering::Relaxed);
     let attempt_rows_before = progress.rows.load(Ordering::Relaxed);

@@ -1,0 +1,8 @@
+//! mysql source and sink.
+
+use tidex_engine::Registry;
+
+/// Registers the mysql source and sink.
+pub fn register(r: &mut Registry) {
+    let _ = r;
+}
