@@ -508,8 +508,14 @@ mod tests {
         let s = StateStore::open(dir.path().join("state.db")).unwrap();
         assert!(s.source_state("j", false).unwrap().previous.is_none());
         let r1 = s.begin(&new_run("one"), false).unwrap().run;
-        s.finish(r1.run_id, RunStatus::Completed, &Totals::default(), None, None)
-            .unwrap();
+        s.finish(
+            r1.run_id,
+            RunStatus::Completed,
+            &Totals::default(),
+            None,
+            None,
+        )
+        .unwrap();
         let r2 = s.begin(&new_run("two"), false).unwrap().run;
         s.finish(r2.run_id, RunStatus::Failed, &Totals::default(), None, None)
             .unwrap();
