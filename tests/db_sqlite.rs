@@ -489,7 +489,13 @@ fn upsert_truncate_insert_and_append_modes() {
     s.ok(&["copy", "a.csv", up]);
     s.ok(&["copy", "b.csv", up]);
     assert_eq!(names("up.db"), ["1:a", "2:B", "3:c", "4:d"]);
-    assert!(decls(&s.path("up.db"), "t").contains(&"id INTEGER".to_string()));
+    assert_eq!(
+        one::<String>(
+            &s.path("up.db"),
+            "SELECT sql FROM sqlite_master WHERE name = 't'"
+        ),
+        "CREATE TABLE \"t\" (\"id\" INTEGER NOT NULL, \"name\" TEXT, PRIMARY KEY (\"id\"))"
+    );
 
     let tr = "sqlite://tr.db?table=t&mode=truncate-insert";
     s.ok(&["copy", "a.csv", tr]);
@@ -651,5 +657,24 @@ fn missing_database_table_and_column_are_named() {
         stderr(&out).contains("no table named `other`"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn nested_values_are_stored_as_json_text() {
+    let s = Scratch::new();
+    s.write(
+        "n.jsonl",
+        "{\"id\":1,\"tags\":[\"a\",\"b\"],\"m\":{\"k\":1,\"z\":null}}\n{\"id\":2,\"tags\":null,\"m\":{\"k\":2,\"z\":\"引号\\\"\"}}\n",
+    );
+    s.ok(&["copy", "n.jsonl", "sqlite://n.db?table=n"]);
+    let n = s.path("n.db");
+    assert_eq!(decls(&n, "n"), ["id INTEGER", "m TEXT", "tags TEXT"]);
+    assert_eq!(
+        dump(&n, "n"),
+        [
+            "i:1|t:{\"k\":1,\"z\":null}|t:[\"a\",\"b\"]",
+            "i:2|t:{\"k\":2,\"z\":\"引号\\\"\"}|NULL",
+        ]
     );
 }

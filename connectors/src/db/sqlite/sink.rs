@@ -259,7 +259,15 @@ impl SqliteSink {
                 .iter()
                 .map(|f| {
                     let decl = declared_type(f.data_type()).unwrap_or_else(|| "TEXT".into());
-                    format!("{} {decl}", quote(f.name()))
+                    // A NULL in an INTEGER PRIMARY KEY would silently get a
+                    // new rowid; refuse it like other databases do.
+                    let key = self
+                        .target
+                        .key
+                        .iter()
+                        .any(|k| k.0.eq_ignore_ascii_case(f.name()));
+                    let not_null = if key { " NOT NULL" } else { "" };
+                    format!("{} {decl}{not_null}", quote(f.name()))
                 })
                 .collect();
             if !self.target.key.is_empty() {
@@ -271,11 +279,7 @@ impl SqliteSink {
                     .collect();
                 defs.push(format!("PRIMARY KEY ({})", keys.join(", ")));
             }
-            let sql = format!(
-                "CREATE TABLE IF NOT EXISTS {} ({})",
-                self.table(),
-                defs.join(", ")
-            );
+            let sql = format!("CREATE TABLE {} ({})", self.table(), defs.join(", "));
             conn.execute_batch(&sql)
                 .map_err(|e| self.db.error(format_args!("creating table `{table}`"), e))?;
             tracing::info!(table = %table, db = %self.db.shown, "created table");
