@@ -330,4 +330,95 @@ mod tests {
             .unwrap();
         assert_ne!(fresh.partitions(), source.partitions());
     }
+
+    #[test]
+    fn sink_stores_other_arrow_types_as_documented() {
+        use arrow::array::{
+            Date64Array, DictionaryArray, Float32Array, LargeStringArray, Time32MillisecondArray,
+            TimestampSecondArray, UInt64Array,
+        };
+        use arrow::datatypes::Int32Type;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let reg = crate::registry();
+        let spec = spec(dir.path(), "table = \"t\"", "");
+        let sink = reg
+            .build_sink(&spec, &ctx(&rt, SourceState::default()))
+            .unwrap();
+        let dict: DictionaryArray<Int32Type> = vec!["x", "y"].into_iter().collect();
+        let cols: Vec<(&str, arrow::array::ArrayRef)> = vec![
+            ("u", Arc::new(UInt64Array::from(vec![Some(7), None]))),
+            ("f", Arc::new(Float32Array::from(vec![f32::NAN, 0.5]))),
+            (
+                "t",
+                Arc::new(Time32MillisecondArray::from(vec![3_723_004, 0])),
+            ),
+            (
+                "d",
+                Arc::new(Date64Array::from(vec![86_400_000, -86_400_000])),
+            ),
+            (
+                "z",
+                Arc::new(TimestampSecondArray::from(vec![0, -1]).with_timezone("+08:00")),
+            ),
+            ("g", Arc::new(dict)),
+            ("l", Arc::new(LargeStringArray::from(vec!["大", ""]))),
+        ];
+        let b = RecordBatch::try_from_iter(cols).unwrap();
+        let r = run("j", 1, false);
+        sink.prepare(&r, &b.schema(), &[]).unwrap();
+        let p0 = tidex_engine::PartitionInfo {
+            index: 0,
+            label: "a".into(),
+            bytes: 0,
+        };
+        let mut w = sink.open(&r, &p0, b.schema()).unwrap();
+        w.write(&b).unwrap();
+        w.commit().unwrap();
+        let dst = dir.path().join("dst.db");
+        let c = rusqlite::Connection::open(&dst).unwrap();
+        let rows: Vec<String> = c
+            .prepare("SELECT quote(u), quote(f), t, d, z, g, l FROM out ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((0..7)
+                    .map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "7|'NaN'|01:02:03.004000|1970-01-02|1970-01-01 00:00:00.000000|x|大",
+                "NULL|0.5|00:00:00.000000|1969-12-31|1969-12-31 23:59:59.000000|y|",
+            ]
+        );
+        let decl: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'out'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            decl,
+            "CREATE TABLE \"out\" (\"u\" INTEGER, \"f\" REAL, \"t\" TIME, \"d\" DATE, \"z\" TIMESTAMP, \"g\" TEXT, \"l\" TEXT)"
+        );
+        // A value SQLite cannot hold is an error naming the column.
+        let big = RecordBatch::try_from_iter(vec![(
+            "u",
+            Arc::new(UInt64Array::from(vec![u64::MAX])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let r2 = run("j", 2, false);
+        let mut w = sink.open(&r2, &p0, big.schema()).unwrap();
+        let e = w.write(&big).unwrap_err().to_string();
+        assert!(e.contains("column `u`") && e.contains("64-bit"), "{e}");
+        w.abort();
+    }
 }
