@@ -654,32 +654,38 @@ impl Builder {
         }
     }
 
-    /// Appends a cell [`types::convert`] made for this builder's kind.
-    fn append(&mut self, cell: Cell<'_>) {
+    /// Appends a cell [`types::convert`] made for this builder's kind
+    /// (which only ever makes the cell type the kind takes, or NULL).
+    fn append(&mut self, cell: Cell<'_>) -> Result<()> {
         match (self, cell) {
             (Builder::Int(b), Cell::Int(v)) => b.append_value(v),
-            (Builder::Int(b), _) => b.append_null(),
+            (Builder::Int(b), Cell::Null) => b.append_null(),
             (Builder::Float(b), Cell::Float(v)) => b.append_value(v),
-            (Builder::Float(b), _) => b.append_null(),
+            (Builder::Float(b), Cell::Null) => b.append_null(),
             (Builder::Str(b), Cell::Str(v)) => b.append_value(v),
             (Builder::Str(b), Cell::Owned(v)) => b.append_value(v),
-            (Builder::Str(b), _) => b.append_null(),
+            (Builder::Str(b), Cell::Null) => b.append_null(),
             (Builder::Bin(b), Cell::Bytes(v)) => b.append_value(v),
-            (Builder::Bin(b), _) => b.append_null(),
+            (Builder::Bin(b), Cell::Null) => b.append_null(),
             (Builder::Bool(b), Cell::Bool(v)) => b.append_value(v),
-            (Builder::Bool(b), _) => b.append_null(),
+            (Builder::Bool(b), Cell::Null) => b.append_null(),
             (Builder::Dec(b, _, _), Cell::Decimal(v)) => b.append_value(v),
-            (Builder::Dec(b, _, _), _) => b.append_null(),
-            (Builder::Date(b), Cell::Int(v)) => match i32::try_from(v) {
-                Ok(d) => b.append_value(d),
-                Err(_) => b.append_null(),
-            },
-            (Builder::Date(b), _) => b.append_null(),
+            (Builder::Dec(b, _, _), Cell::Null) => b.append_null(),
+            (Builder::Date(b), Cell::Int(v)) if i32::try_from(v).is_ok() => {
+                b.append_value(v as i32)
+            }
+            (Builder::Date(b), Cell::Null) => b.append_null(),
             (Builder::Ts(b), Cell::Int(v)) => b.append_value(v),
-            (Builder::Ts(b), _) => b.append_null(),
+            (Builder::Ts(b), Cell::Null) => b.append_null(),
             (Builder::Time(b), Cell::Int(v)) => b.append_value(v),
-            (Builder::Time(b), _) => b.append_null(),
+            (Builder::Time(b), Cell::Null) => b.append_null(),
+            (_, cell) => {
+                return Err(Error::Internal(format!(
+                    "sqlite source: a {cell:?} cell does not fit its column's builder"
+                )))
+            }
         }
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<ArrayRef> {
@@ -790,7 +796,7 @@ fn produce(plan: &ReadPlan, schema: SchemaRef, index: usize, tx: &SyncSender<Msg
             continue;
         }
         for (b, cell) in builders.iter_mut().zip(row_cells.drain(..)) {
-            b.append(cell);
+            b.append(cell)?;
         }
         cells = recycle(row_cells);
         rows_in_batch += 1;

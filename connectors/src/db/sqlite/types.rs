@@ -277,7 +277,9 @@ pub(crate) fn convert(kind: Kind, v: ValueRef<'_>) -> Result<Cell<'_>, String> {
                 .and_then(|s| parse_date(s.trim()))
                 .map(|d| Cell::Int(d as i64))
                 .ok_or_else(|| unfit("a date (YYYY-MM-DD)")),
-            ValueRef::Integer(secs) if secs % 86_400 == 0 => Ok(Cell::Int(secs / 86_400)),
+            ValueRef::Integer(secs) if secs % 86_400 == 0 => i32::try_from(secs / 86_400)
+                .map(|d| Cell::Int(d as i64))
+                .map_err(|_| unfit("a date in range")),
             _ => Err(unfit("a date (YYYY-MM-DD)")),
         },
         Kind::Timestamp => match v {
@@ -631,5 +633,10 @@ mod tests {
         assert!(convert(Kind::Utf8, ValueRef::Blob(&[0xff])).is_err());
         assert_eq!(convert(Kind::Utf8, ValueRef::Null), Ok(Cell::Null));
         assert!(convert(Kind::Date32, ValueRef::Integer(5)).is_err());
+        assert!(convert(Kind::Date32, ValueRef::Integer(86_400 * (1 << 40))).is_err());
+        assert_eq!(
+            convert(Kind::Date32, ValueRef::Integer(86_400)),
+            Ok(Cell::Int(1))
+        );
     }
 }
