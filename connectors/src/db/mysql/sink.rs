@@ -403,7 +403,7 @@ impl Sink for MysqlSink {
             head,
             tail,
             row,
-            max_rows,
+            chunk: max_rows,
             sql: HashMap::new(),
             rows: 0,
             bytes: 0,
@@ -479,7 +479,10 @@ struct MysqlWriter {
     tail: String,
     /// `(?,?,…)`: one row's placeholders.
     row: String,
-    max_rows: usize,
+    /// Rows per INSERT: a power of two under the row and placeholder
+    /// limits, lowered when rows are so wide that a statement would pass
+    /// [`TARGET_BYTES`].
+    chunk: usize,
     /// INSERT statements by row count (powers of two, so only a few are
     /// ever prepared; the driver caches them by text).
     sql: HashMap<usize, String>,
@@ -523,55 +526,43 @@ impl MysqlWriter {
                 )
             })
     }
-
-    /// Rows per INSERT for this batch: a power of two under the row,
-    /// placeholder and size limits.
-    fn chunk_rows(&self, batch: &RecordBatch) -> usize {
-        let rows = batch.num_rows().max(1);
-        let per_row = (batch.get_array_memory_size() / rows).max(1);
-        pow2_floor((TARGET_BYTES / per_row).clamp(1, self.max_rows))
-    }
 }
 
 impl PartitionWriter for MysqlWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let prepared = Prepared::new(&self.fields, batch.columns()).map_err(|e| {
-            Error::Config(format!(
-                "{KIND} ({}): {}: {e}",
-                self.ep.redacted(),
-                self.table
-            ))
-        })?;
-        let mut cols = prepared.cols().map_err(|e| {
-            Error::Config(format!(
-                "{KIND} ({}): {}: {e}",
-                self.ep.redacted(),
-                self.table
-            ))
-        })?;
+        let (url, table) = (self.ep.redacted(), self.table.to_string());
+        let bad = |e: String| Error::Config(format!("{KIND} ({url}): {table}: {e}"));
+        let prepared = Prepared::new(&self.fields, batch.columns()).map_err(bad)?;
+        let mut cols = prepared.cols().map_err(bad)?;
         let total = batch.num_rows();
-        let chunk = self.chunk_rows(batch);
         let ncols = self.fields.len();
+        let mut sizes = Vec::with_capacity(self.chunk);
         let mut start = 0;
         while start < total {
             let left = total - start;
             // Full chunks, then the remainder in powers of two.
-            let n = if left >= chunk {
-                chunk
+            let mut n = if left >= self.chunk {
+                self.chunk
             } else {
                 pow2_floor(left)
             };
             let mut params = Vec::with_capacity(n * ncols);
+            sizes.clear();
+            let mut bytes = 0;
             for r in start..start + n {
-                let size = cols.push_row(r, &self.uuid, &mut params).map_err(|e| {
-                    Error::Config(format!(
-                        "{KIND} ({}): {}: {e}",
-                        self.ep.redacted(),
-                        self.table
-                    ))
-                })?;
-                self.bytes += size;
+                let size = cols.push_row(r, &self.uuid, &mut params).map_err(bad)?;
+                sizes.push(size);
+                bytes += size as usize;
+                if bytes > TARGET_BYTES && sizes.len() < n {
+                    // Wide rows: send what fits and use smaller statements
+                    // from now on.
+                    n = pow2_floor(sizes.len());
+                    self.chunk = n;
+                    params.truncate(n * ncols);
+                    break;
+                }
             }
+            self.bytes += sizes[..n].iter().sum::<u64>();
             self.insert(n, params)?;
             start += n;
         }
