@@ -760,3 +760,63 @@ fn wide_rows_go_in_smaller_statements_and_arrive_whole() {
     assert_eq!(digest("big")[0][0], "24");
     assert_eq!(digest("big"), digest("copy"));
 }
+
+fn state_parts(s: &Scratch) -> i64 {
+    let db = s.path(".tidex/state.db");
+    if !db.exists() {
+        return 0;
+    }
+    let Ok(conn) = rusqlite::Connection::open(&db) else {
+        return 0;
+    };
+    conn.query_row("SELECT COUNT(*) FROM parts", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_read_resumes_with_the_plan_it_started_with() {
+    let db = TestDb::new("readresume");
+    db.exec(
+        "CREATE TABLE src (id BIGINT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO src SELECT seq, CONCAT('v', seq) FROM seq_1_to_40000;",
+    );
+    let s = Scratch::new();
+    let spec = |rate: &str| {
+        format!(
+            "[job]\nname = \"read\"\n[source]\ntype = \"mysql\"\nurl = \"{}\"\npartitions = 8\n[sink]\ntype = \"parquet\"\nurl = \"out/read/\"\n[limits]\nbatch_rows = 500\nparallelism = 2\n{rate}",
+            db.url("?table=src")
+        )
+    };
+    let slow = s.write("slow.toml", &spec("max_rows_per_sec = 8000\n"));
+    let mut child = s
+        .cmd()
+        .args(["run", slow.to_str().unwrap(), "--no-progress"])
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while state_parts(&s) < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "nothing committed in 60 s"
+        );
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the read finished before it could be killed: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // New rows move MAX(id): a fresh plan would have other ranges.
+    db.exec("INSERT INTO src SELECT seq, 'late' FROM seq_40001_to_50000;");
+    let fast = s.write("fast.toml", &spec(""));
+    let sum = summary(&s.ok(&["run", fast.to_str().unwrap(), "--json"]));
+    assert_eq!(sum["resumed"], true, "{sum}");
+    assert!(sum["partitions_skipped"].as_i64().unwrap() >= 2, "{sum}");
+    assert_eq!(sum["rows"], 40_000, "{sum}");
+    let mut ids: Vec<i64> = column_text(&read_batches(&s.path("out/read")), "id")
+        .iter()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=40_000).collect::<Vec<_>>());
+}
