@@ -80,6 +80,8 @@ pub struct PgColumn {
     pub elem: u32,
     /// `format_type` text, for messages and `CREATE TABLE`.
     pub type_name: String,
+    /// Declared NOT NULL.
+    pub not_null: bool,
 }
 
 fn ext_field(name: &str, dt: DataType, ext: &str) -> Field {

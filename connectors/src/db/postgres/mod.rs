@@ -87,7 +87,8 @@ async fn columns_of(client: &Client, url: &url::Url, rel: &str) -> Result<Vec<Pg
                          ELSE a.atttypid::int8 END,
                     CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
                     CASE WHEN b.typcategory = 'A' THEN b.typelem::int8 ELSE 0 END,
-                    format_type(a.atttypid, a.atttypmod)
+                    format_type(a.atttypid, a.atttypmod),
+                    a.attnotnull
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
              JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -105,6 +106,7 @@ async fn columns_of(client: &Client, url: &url::Url, rel: &str) -> Result<Vec<Pg
             typmod: r.get(2),
             elem: r.get::<_, i64>(3) as u32,
             type_name: r.get(4),
+            not_null: r.get(5),
         })
         .collect())
 }
@@ -295,7 +297,7 @@ impl SourceFactory for PgSourceFactory {
                             c.type_name
                         ))
                     })?;
-                    Some((k.clone(), kind))
+                    Some((k.clone(), kind, c.not_null))
                 }
                 None if t.table.is_some() => {
                     let pk = client
@@ -310,7 +312,7 @@ impl SourceFactory for PgSourceFactory {
                     if pk.len() == 1 {
                         let name = Ident(pk[0].get(0));
                         let c = find_col(&all_cols, &name, &what)?;
-                        (KeyKind::of(c) == Some(KeyKind::Int)).then_some((name, KeyKind::Int))
+                        (KeyKind::of(c) == Some(KeyKind::Int)).then_some((name, KeyKind::Int, true))
                     } else {
                         None
                     }
@@ -353,7 +355,7 @@ impl SourceFactory for PgSourceFactory {
                         incr = incremental_predicate(&qc, *kind, &plan);
                     }
                     let n = t.partitions.unwrap_or(parallelism.max(1) * 4);
-                    if let Some((k, kind)) = &key {
+                    if let Some((k, kind, _)) = &key {
                         let qk = k.quoted(Q);
                         let sql = format!(
                             "SELECT min({e}), max({e}) FROM {rel}{w}",
@@ -420,12 +422,12 @@ impl SourceFactory for PgSourceFactory {
         for (i, r) in ranges.iter().enumerate() {
             let mut preds = Vec::new();
             let mut label = base.clone();
-            if let (Some((k, kind)), Some((lo, hi))) = (&key, r) {
+            if let (Some((k, kind, not_null)), Some((lo, hi))) = (&key, r) {
                 preds.push(range_predicate(
                     &k.quoted(Q),
                     &kind.literal(*lo),
                     &kind.literal(*hi),
-                    i == 0,
+                    i == 0 && !not_null,
                 ));
                 label += &format!("[{k} {}..={}]", kind.show(*lo), kind.show(*hi));
             }
@@ -548,6 +550,11 @@ impl PgReader {
             let sql = &self.sql;
             let (client, stream) = self.io.block_on(async {
                 let client = connect(url).await?;
+                // A bulk read gains nothing from JIT-compiling its scan.
+                client
+                    .batch_execute("SET jit = off")
+                    .await
+                    .map_err(|e| err(url, "configuring the session", &e))?;
                 let stream = client
                     .copy_out(sql.as_str())
                     .await
