@@ -10,7 +10,6 @@
 mod common;
 use common::*;
 use mysql_async::prelude::Queryable;
-use std::time::{Duration, Instant};
 
 const SERVER: &str = "mysql://root@127.0.0.1:3306";
 
@@ -468,24 +467,7 @@ fn killed_load_resumes_with_every_row_exactly_once() {
         )
     };
     let slow = s.write("slow.toml", &spec("max_rows_per_sec = 8000\n"));
-    let mut child = s
-        .cmd()
-        .args(["run", slow.to_str().unwrap(), "--no-progress"])
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while markers(&db) < 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "nothing committed in 60 s"
-        );
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("the load finished before it could be killed: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_when(&s, &slow, || markers(&db) >= 1);
     let before = db.count("SELECT COUNT(*) FROM loaded");
     assert!(before > 0 && (before as u64) < rows, "{before}");
 
@@ -761,18 +743,6 @@ fn wide_rows_go_in_smaller_statements_and_arrive_whole() {
     assert_eq!(digest("big"), digest("copy"));
 }
 
-fn state_parts(s: &Scratch) -> i64 {
-    let db = s.path(".tidex/state.db");
-    if !db.exists() {
-        return 0;
-    }
-    let Ok(conn) = rusqlite::Connection::open(&db) else {
-        return 0;
-    };
-    conn.query_row("SELECT COUNT(*) FROM parts", [], |r| r.get(0))
-        .unwrap_or(0)
-}
-
 #[test]
 fn killed_read_resumes_with_the_plan_it_started_with() {
     let db = TestDb::new("readresume");
@@ -788,24 +758,7 @@ fn killed_read_resumes_with_the_plan_it_started_with() {
         )
     };
     let slow = s.write("slow.toml", &spec("max_rows_per_sec = 8000\n"));
-    let mut child = s
-        .cmd()
-        .args(["run", slow.to_str().unwrap(), "--no-progress"])
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while state_parts(&s) < 2 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "nothing committed in 60 s"
-        );
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("the read finished before it could be killed: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&s, &slow, || committed_parts(&s) >= 2);
     // New rows move MAX(id): a fresh plan would have other ranges.
     db.exec("INSERT INTO src SELECT seq, 'late' FROM seq_40001_to_50000;");
     let fast = s.write("fast.toml", &spec(""));

@@ -9,7 +9,6 @@
 mod common;
 use common::*;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -280,15 +279,6 @@ fn incremental_runs_read_only_new_rows() {
     assert_eq!(summary(&o)["rows"], 0);
 }
 
-fn committed_parts(x: &Scratch) -> i64 {
-    let db = x.path(".tidex/state.db");
-    let Ok(conn) = rusqlite::Connection::open(&db) else {
-        return 0;
-    };
-    conn.query_row("SELECT COUNT(*) FROM parts", [], |r| r.get(0))
-        .unwrap_or(0)
-}
-
 #[test]
 fn killed_postgres_to_postgres_run_resumes_exactly_once() {
     let s = Schema::new("resume");
@@ -310,24 +300,7 @@ fn killed_postgres_to_postgres_run_resumes_exactly_once() {
         )
     };
     let slow = spec("max_rows_per_sec = 4000");
-    let mut child = x
-        .cmd()
-        .args(["run", &slow, "--no-progress"])
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while committed_parts(&x) < 3 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "no partition committed"
-        );
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("run finished before it could be killed: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_when(&x, std::path::Path::new(&slow), || committed_parts(&x) >= 3);
     // Forget one committed partition in the state store, as if the process
     // had died between the table's commit and the state store's.
     let conn = rusqlite::Connection::open(x.path(".tidex/state.db")).unwrap();

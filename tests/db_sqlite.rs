@@ -11,7 +11,6 @@ use arrow::datatypes::{DataType, TimeUnit};
 use common::*;
 use rusqlite::types::ValueRef;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 fn db(path: &Path, sql: &str) {
     rusqlite::Connection::open(path)
@@ -403,18 +402,6 @@ fn incremental_runs_deliver_exactly_the_new_rows() {
     assert_eq!(ints(&out, "SELECT id FROM log ORDER BY id"), [1, 2, 3]);
 }
 
-fn committed_parts(s: &Scratch) -> i64 {
-    let db = s.path(".tidex/state.db");
-    if !db.exists() {
-        return 0;
-    }
-    let Ok(conn) = rusqlite::Connection::open(&db) else {
-        return 0;
-    };
-    conn.query_row("SELECT COUNT(*) FROM parts", [], |r| r.get(0))
-        .unwrap_or(0)
-}
-
 #[test]
 fn killed_sqlite_to_sqlite_job_resumes_with_every_row_once() {
     let s = Scratch::new();
@@ -429,24 +416,7 @@ fn killed_sqlite_to_sqlite_job_resumes_with_every_row_once() {
         )
     };
     let slow = spec("max_rows_per_sec = 4000\n");
-    let mut child = s
-        .cmd()
-        .args(["run", slow.to_str().unwrap(), "--no-progress"])
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while committed_parts(&s) < 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "no partition committed in 60 s"
-        );
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("run finished before it could be killed: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_when(&s, &slow, || committed_parts(&s) >= 1);
     let dst = s.path("dst.db");
     let before: i64 = one(&dst, "SELECT count(*) FROM big");
     assert!(

@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
 
 fn big_csv(s: &Scratch, rows: u64) {
     let mut body = String::with_capacity(rows as usize * 40);
@@ -25,18 +24,6 @@ fn spec(s: &Scratch, sink_url: &str, rate: &str) -> std::path::PathBuf {
     )
 }
 
-fn committed_parts(s: &Scratch) -> i64 {
-    let db = s.path(".tidex/state.db");
-    if !db.exists() {
-        return 0;
-    }
-    let Ok(conn) = rusqlite::Connection::open(&db) else {
-        return 0;
-    };
-    conn.query_row("SELECT COUNT(*) FROM parts", [], |r| r.get(0))
-        .unwrap_or(0)
-}
-
 fn ids(path: &std::path::Path) -> Vec<i64> {
     let mut v: Vec<i64> = column_text(&read_batches(path), "id")
         .iter()
@@ -47,24 +34,7 @@ fn ids(path: &std::path::Path) -> Vec<i64> {
 }
 
 fn kill_midway(s: &Scratch, spec: &std::path::Path) {
-    let mut child = s
-        .cmd()
-        .args(["run", spec.to_str().unwrap(), "--no-progress"])
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while committed_parts(s) < 2 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "no partition committed in 60 s"
-        );
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("run finished before it could be killed: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_when(s, spec, || committed_parts(s) >= 2);
 }
 
 #[test]

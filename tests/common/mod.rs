@@ -201,3 +201,41 @@ pub fn fixture_fingerprint() -> Vec<String> {
     rows.sort();
     rows
 }
+
+/// Partitions committed so far in the scratch directory's state store.
+pub fn committed_parts(s: &Scratch) -> i64 {
+    let db = s.path(".tidex/state.db");
+    if !db.exists() {
+        return 0;
+    }
+    let Ok(conn) = rusqlite::Connection::open(&db) else {
+        return 0;
+    };
+    conn.query_row("SELECT COUNT(*) FROM parts", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Starts `tidex run SPEC` and kills it with SIGKILL as soon as `ready`
+/// holds (checked every 20 ms); fails if the run ends first or nothing
+/// happens in 60 s.
+pub fn kill_when(s: &Scratch, spec: &Path, ready: impl Fn() -> bool) {
+    use std::time::{Duration, Instant};
+    let mut child = s
+        .cmd()
+        .args(["run", spec.to_str().unwrap(), "--no-progress"])
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !ready() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the run was not ready to be killed within 60 s"
+        );
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("run finished before it could be killed: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}

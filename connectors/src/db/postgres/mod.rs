@@ -112,10 +112,15 @@ async fn columns_of(client: &Client, url: &url::Url, rel: &str) -> Result<Vec<Pg
 }
 
 async fn table_exists(client: &Client, url: &url::Url, table: &TableName) -> Result<bool> {
+    relation_exists(client, url, &table.quoted(Q)).await
+}
+
+/// Whether a (quoted) relation name resolves.
+async fn relation_exists(client: &Client, url: &url::Url, quoted: &str) -> Result<bool> {
     let row = client
-        .query_one("SELECT to_regclass($1::text)::text", &[&table.quoted(Q)])
+        .query_one("SELECT to_regclass($1::text)::text", &[&quoted])
         .await
-        .map_err(|e| err(url, &format!("looking up table {table}"), &e))?;
+        .map_err(|e| err(url, &format!("looking up {quoted}"), &e))?;
     Ok(row.get::<_, Option<String>>(0).is_some())
 }
 
@@ -838,12 +843,7 @@ impl Sink for PgSink {
         let table = self.target.table.to_string();
         self.io.block_on(async {
             let client = connect(url).await?;
-            let exists = client
-                .query_one("SELECT to_regclass($1::text)::text", &[&marker])
-                .await
-                .map_err(|e| err(url, "looking up commit markers", &e))?
-                .get::<_, Option<String>>(0)
-                .is_some();
+            let exists = relation_exists(&client, url, &marker).await?;
             if !exists {
                 return Ok(Vec::new());
             }
@@ -991,12 +991,7 @@ impl Sink for PgSink {
         }
         self.io.block_on(async {
             let client = connect(url).await?;
-            let exists = client
-                .query_one("SELECT to_regclass($1::text)::text", &[&marker])
-                .await
-                .map_err(|e| err(url, "looking up commit markers", &e))?
-                .get::<_, Option<String>>(0)
-                .is_some();
+            let exists = relation_exists(&client, url, &marker).await?;
             if exists {
                 client
                     .execute(
