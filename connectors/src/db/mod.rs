@@ -17,7 +17,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
-use tidex_engine::{ConnectorConfig, Error, Registry, SpecError};
+use tidex_engine::{CommittedPart, ConnectorConfig, Error, Registry, SpecError};
 
 /// Registers every database source and sink compiled into this build.
 pub fn register(r: &mut Registry) {
@@ -592,6 +592,23 @@ pub fn range_predicate(col: &str, lo: &str, hi: &str, first: bool) -> String {
 /// Name of the table in which database sinks record committed partitions,
 /// created in the target table's schema.
 pub const MARKER_TABLE: &str = "_tidex_commits";
+
+/// The part a database sink reports for partition `index` of `table`,
+/// both when committing it and when finding its marker on resume, so the
+/// two agree on its location.
+pub fn committed_part(
+    table: &dyn std::fmt::Display,
+    index: usize,
+    rows: u64,
+    bytes: u64,
+) -> CommittedPart {
+    CommittedPart {
+        index,
+        location: format!("{table}#{index}"),
+        rows,
+        bytes,
+    }
+}
 
 /// A connector error: names the connector and where it connects, never the
 /// password.

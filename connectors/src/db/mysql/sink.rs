@@ -7,7 +7,7 @@
 
 use super::types::{self, Prepared};
 use super::{qualified, server_error_code, Endpoint, KIND};
-use crate::db::{DbMode, DbSinkConfig, Dialect, Ident, TableName, MARKER_TABLE};
+use crate::db::{committed_part, DbMode, DbSinkConfig, Dialect, Ident, TableName, MARKER_TABLE};
 use arrow::datatypes::{FieldRef, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use mysql_async::prelude::Queryable;
@@ -345,12 +345,7 @@ impl Sink for MysqlSink {
             };
             Ok(rows
                 .into_iter()
-                .map(|(part, rows)| CommittedPart {
-                    index: part as usize,
-                    location: format!("{}#{part}", self.table),
-                    rows: rows as u64,
-                    bytes: 0,
-                })
+                .map(|(part, rows)| committed_part(&self.table, part as usize, rows as u64, 0))
                 .collect())
         })
     }
@@ -595,12 +590,12 @@ impl PartitionWriter for MysqlWriter {
             ));
         }
         let _ = self.io.block_on(conn.disconnect());
-        Ok(CommittedPart {
-            index: self.index,
-            location: format!("{}#{}", self.table, self.index),
-            rows: self.rows,
-            bytes: self.bytes,
-        })
+        Ok(committed_part(
+            &self.table,
+            self.index,
+            self.rows,
+            self.bytes,
+        ))
     }
 
     fn abort(mut self: Box<Self>) {

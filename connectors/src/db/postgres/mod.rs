@@ -15,8 +15,9 @@ pub mod decode;
 pub mod encode;
 
 use super::{
-    db_error, range_predicate, redact, split_range, DbMode, DbPlanState, DbSinkConfig,
-    DbSourceConfig, Dialect, Ident, SinkTarget, SourceTarget, TableName, MARKER_TABLE,
+    committed_part, db_error, range_predicate, redact, split_range, DbMode, DbPlanState,
+    DbSinkConfig, DbSourceConfig, Dialect, Ident, SinkTarget, SourceTarget, TableName,
+    MARKER_TABLE,
 };
 use arrow::array::BooleanArray;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -857,13 +858,12 @@ impl Sink for PgSink {
             Ok(rows
                 .iter()
                 .map(|r| {
-                    let index = r.get::<_, i32>(0) as usize;
-                    CommittedPart {
-                        index,
-                        location: format!("{table}#{index}"),
-                        rows: r.get::<_, i64>(1) as u64,
-                        bytes: 0,
-                    }
+                    committed_part(
+                        &table,
+                        r.get::<_, i32>(0) as usize,
+                        r.get::<_, i64>(1) as u64,
+                        0,
+                    )
                 })
                 .collect())
         })
@@ -1129,12 +1129,7 @@ impl PartitionWriter for PgWriter {
                 .map_err(|e| err(&url, &format!("committing to {table}"), &e))?;
             Ok(())
         })?;
-        Ok(CommittedPart {
-            index,
-            location: format!("{}#{index}", self.table),
-            rows,
-            bytes: self.bytes,
-        })
+        Ok(committed_part(&self.table, index, rows, self.bytes))
     }
 
     fn abort(mut self: Box<Self>) {

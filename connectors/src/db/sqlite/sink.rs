@@ -10,7 +10,9 @@
 
 use super::types::{write_date, write_time, write_timestamp};
 use super::{marker_table, table_columns, DbFile};
-use crate::db::{DbMode, DbSinkConfig, Dialect, Ident, SinkTarget, TableName, MARKER_TABLE};
+use crate::db::{
+    committed_part, DbMode, DbSinkConfig, Dialect, Ident, SinkTarget, TableName, MARKER_TABLE,
+};
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BinaryViewArray, BooleanArray, Decimal128Array,
     Decimal256Array, FixedSizeBinaryArray, Float64Array, Int64Array, LargeBinaryArray,
@@ -403,12 +405,7 @@ impl Sink for SqliteSink {
             s.query_map(rusqlite::params![run.job, run.run_id], |r| {
                 let part: i64 = r.get(0)?;
                 let rows: i64 = r.get(1)?;
-                Ok(CommittedPart {
-                    index: part as usize,
-                    location: format!("{table}#{part}"),
-                    rows: rows as u64,
-                    bytes: 0,
-                })
+                Ok(committed_part(&table, part as usize, rows as u64, 0))
             })?
             .collect()
         })
@@ -808,12 +805,7 @@ impl PartitionWriter for SqliteWriter {
             ));
         }
         self.held = None;
-        Ok(CommittedPart {
-            index: self.index,
-            location: format!("{}#{}", self.table, self.index),
-            rows: self.rows,
-            bytes: 0,
-        })
+        Ok(committed_part(&self.table, self.index, self.rows, 0))
     }
 
     fn abort(mut self: Box<Self>) {
