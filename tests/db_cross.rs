@@ -8,37 +8,17 @@ use std::process::Command;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd).args(args).output().expect("client runs");
+fn mariadb(sql: &str) -> String {
+    let o = Command::new("mariadb")
+        .args(["-h127.0.0.1", "-uroot", "-N", "-e", sql])
+        .output()
+        .expect("mariadb runs");
     assert!(
         o.status.success(),
-        "{cmd} {args:?}: {}",
+        "mariadb failed: {sql}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn psql(sql: &str) -> String {
-    run(
-        "psql",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qAt",
-            "-c",
-            sql,
-        ],
-    )
-}
-
-fn mariadb(sql: &str) -> String {
-    run("mariadb", &["-h127.0.0.1", "-uroot", "-N", "-e", sql])
 }
 
 /// A PostgreSQL schema and a MariaDB database of the test's own.
@@ -78,12 +58,6 @@ impl Drop for Places {
     }
 }
 
-fn checksum(select: &str) -> String {
-    psql(&format!(
-        "SELECT count(*) || ':' || coalesce(md5(string_agg(r, '|' ORDER BY r)), '') FROM (SELECT x::text AS r FROM ({select}) x) y"
-    ))
-}
-
 #[test]
 fn postgres_to_mariadb_to_postgres_keeps_every_value() {
     let p = Places::new("pmp");
@@ -110,10 +84,10 @@ fn postgres_to_mariadb_to_postgres_keeps_every_value() {
     let o = x.ok(&["copy", &p.my("mid"), &p.pg("back"), "--json"]);
     assert_eq!(summary(&o)["rows"], 3000);
     let cols = "id, name, amount, big, ts, d, b, f, raw, small";
-    let want = checksum(&format!("SELECT {cols} FROM {}.src", p.name));
+    let want = pg_checksum(&format!("SELECT {cols} FROM {}.src", p.name));
     assert!(want.starts_with("3000:"), "{want}");
     assert_eq!(
-        checksum(&format!("SELECT {cols} FROM {}.back", p.name)),
+        pg_checksum(&format!("SELECT {cols} FROM {}.back", p.name)),
         want
     );
 }

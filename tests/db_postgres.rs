@@ -12,31 +12,6 @@ use std::process::Command;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-fn psql(sql: &str) -> String {
-    let o = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qAt",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql runs");
-    assert!(
-        o.status.success(),
-        "psql failed: {sql}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// A schema of its own, dropped when the test ends.
 struct Schema(String);
 
@@ -73,13 +48,6 @@ impl Drop for Schema {
             ])
             .output();
     }
-}
-
-/// A checksum over the sorted text of `select`'s rows.
-fn checksum(select: &str) -> String {
-    psql(&format!(
-        "SELECT count(*) || ':' || coalesce(md5(string_agg(r, '|' ORDER BY r)), '') FROM (SELECT x::text AS r FROM ({select}) x) y"
-    ))
 }
 
 const ALL_TYPES: &str = "
@@ -147,8 +115,8 @@ fn every_type_round_trips_through_parquet() {
 
     // Back into PostgreSQL: a new table created from the Parquet schema.
     x.ok(&["copy", "out/types.parquet", &s.url("back")]);
-    let want = checksum(&format!("SELECT {NORMALIZED} FROM {}", s.t("src")));
-    let got = checksum(&format!("SELECT {NORMALIZED} FROM {}", s.t("back")));
+    let want = pg_checksum(&format!("SELECT {NORMALIZED} FROM {}", s.t("src")));
+    let got = pg_checksum(&format!("SELECT {NORMALIZED} FROM {}", s.t("back")));
     assert!(want.starts_with("4:"), "{want}");
     assert_eq!(got, want);
     // Types came back too (interval and unconstrained numeric included).
@@ -172,7 +140,7 @@ fn every_type_round_trips_through_parquet() {
         s.t("src")
     ));
     x.ok(&["copy", "out/types.parquet", &s.url("same")]);
-    let got = checksum(&format!("SELECT {NORMALIZED} FROM {}", s.t("same")));
+    let got = pg_checksum(&format!("SELECT {NORMALIZED} FROM {}", s.t("same")));
     assert_eq!(got, want);
 }
 

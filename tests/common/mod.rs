@@ -239,3 +239,37 @@ pub fn kill_when(s: &Scratch, spec: &Path, ready: impl Fn() -> bool) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 }
+
+/// Runs SQL with psql against the local PostgreSQL (`test` database) and
+/// returns its unaligned output; fails the test if psql fails.
+pub fn psql(sql: &str) -> String {
+    let o = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAt",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(
+        o.status.success(),
+        "psql failed: {sql}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `count:md5` over the sorted text of the rows of a PostgreSQL `select`.
+pub fn pg_checksum(select: &str) -> String {
+    psql(&format!(
+        "SELECT count(*) || ':' || coalesce(md5(string_agg(r, '|' ORDER BY r)), '') FROM (SELECT x::text AS r FROM ({select}) x) y"
+    ))
+}
