@@ -141,6 +141,20 @@ enum Command {
         /// Key for pseudonym masks: env:NAME or file:PATH.
         #[arg(long)]
         mask_key: Option<String>,
+        /// Transform with a SQL query over table `input` (the sql stage),
+        /// e.g. "SELECT id, upper(name) AS name FROM input WHERE amount > 0".
+        #[arg(long, value_name = "QUERY")]
+        sql: Option<String>,
+        /// Deliver each key once: comma-separated key columns (the dedupe stage).
+        #[arg(long, value_name = "COLUMNS")]
+        dedupe: Option<String>,
+        /// With --dedupe: keep the row with the greatest value of COLUMN
+        /// instead of the first.
+        #[arg(long, value_name = "COLUMN", requires = "dedupe")]
+        dedupe_last_by: Option<String>,
+        /// With --dedupe: also drop keys delivered by earlier runs of this copy.
+        #[arg(long, requires = "dedupe")]
+        across_runs: bool,
         #[command(flatten)]
         flags: RunFlags,
     },
@@ -251,10 +265,22 @@ fn load(registry: &Registry, path: &PathBuf) -> Result<JobSpec, Error> {
     Ok(spec)
 }
 
+/// Checks a spec, then plans its stages against the source's schema (which
+/// reads file headers or asks the database), so that a query naming a
+/// missing column fails here rather than in the run.
 fn validate(registry: &Registry, path: &PathBuf) -> Result<(), Error> {
     let spec = load(registry, path)?;
-    println!(
-        "{}: ok (job `{}`: {} {} -> {} {})",
+    let rt = io_runtime()?;
+    let ctx = BuildContext {
+        io: rt.handle().clone(),
+        batch_rows: spec.limits.batch_rows,
+        policy: spec.errors.policy,
+        parallelism: spec.limits.parallelism,
+        job: spec.job.name.clone(),
+        source_state: Default::default(),
+    };
+    let head = format!(
+        "{}: ok (job `{}`: {} {} -> {} {}",
         path.display(),
         spec.job.name,
         spec.source.kind(),
@@ -262,6 +288,28 @@ fn validate(registry: &Registry, path: &PathBuf) -> Result<(), Error> {
         spec.sink.kind(),
         toml_url(&spec, "sink"),
     );
+    // The spec is valid; whether its data can be reached here is another
+    // matter (a spec is often checked away from the node that runs it).
+    let source = match registry.build_source(&spec, &ctx) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("{head})");
+            eprintln!("note: the stages were not checked against the source's schema: {e}");
+            rt.shutdown_background();
+            return Ok(());
+        }
+    };
+    let stages = registry.build_stages(&spec, source.schema())?;
+    let schema = stages
+        .last()
+        .map_or_else(|| source.schema(), |s| s.output_schema());
+    println!(
+        "{head}; {} partitions, {} stages, {} columns delivered)",
+        source.partitions().len(),
+        stages.len(),
+        schema.fields().len(),
+    );
+    rt.shutdown_background();
     Ok(())
 }
 
@@ -365,6 +413,10 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         max_bytes_per_sec,
         mask,
         mask_key,
+        sql,
+        dedupe,
+        dedupe_last_by,
+        across_runs,
         ..
     } = cmd
     else {
@@ -398,6 +450,32 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         toml_str(src_kind),
         toml_str(source)
     );
+    if let Some(q) = sql {
+        t += &format!("[[stage]]\ntype = \"sql\"\nquery = {}\n", toml_str(q));
+        if let Some(k) = mask_key {
+            t += &format!("key = {}\n", toml_str(k));
+        }
+        t += "\n";
+    }
+    if let Some(d) = dedupe {
+        let cols: Vec<String> = d
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(toml_str)
+            .collect();
+        t += &format!(
+            "[[stage]]\ntype = \"dedupe\"\ncolumns = [{}]\n",
+            cols.join(", ")
+        );
+        if let Some(o) = dedupe_last_by {
+            t += &format!("keep = \"last\"\norder_by = {}\n", toml_str(o));
+        }
+        if *across_runs {
+            t += "across_runs = true\n";
+        }
+        t += "\n";
+    }
     if !mask.is_empty() {
         let mut cols = Vec::new();
         for m in mask {

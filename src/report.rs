@@ -121,6 +121,18 @@ pub fn print_summary(s: &RunSummary) {
         s.mb_per_sec,
         human_count(s.rows_per_sec as u64)
     );
+    for st in &s.stages {
+        if st.dropped > 0 {
+            println!(
+                "  {}: {} rows dropped as duplicates",
+                st.kind,
+                human_count(st.dropped)
+            );
+        }
+        if let Some(note) = &st.note {
+            println!("  {}: {note}", st.kind);
+        }
+    }
     if let Some(d) = &s.dead_letter {
         println!("  rejected rows are in {d}");
     }

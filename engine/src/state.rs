@@ -144,6 +144,13 @@ CREATE TABLE IF NOT EXISTS parts (
     committed_at TEXT NOT NULL,
     PRIMARY KEY (run_id, part_index)
 );
+CREATE TABLE IF NOT EXISTS part_data (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    part_index INTEGER NOT NULL,
+    stage INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, part_index, stage)
+);
 "#;
 
 fn now() -> String {
@@ -362,6 +369,83 @@ impl StateStore {
             )
         })?;
         Ok(())
+    }
+
+    /// Stores what stage `stage` keeps with partition `part` of a run. It
+    /// is written before the sink commits and counts only once the part is
+    /// recorded as committed; a partition that is processed again replaces it.
+    pub fn put_part_data(&self, run_id: i64, part: usize, stage: usize, data: &[u8]) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO part_data (run_id, part_index, stage, data) VALUES (?1, ?2, ?3, ?4)",
+                params![run_id, part as i64, stage as i64, data],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Calls `f(run_id, data)` for what stage `stage` of `job` kept with
+    /// every delivered partition: the committed partitions of completed (or
+    /// publishing) runs after `after_run`, and those of `current_run`.
+    /// Partitions that never committed and runs thrown away are left out.
+    /// One blob is in memory at a time.
+    pub fn for_each_part_data(
+        &self,
+        job: &str,
+        stage: usize,
+        after_run: i64,
+        current_run: i64,
+        mut f: impl FnMut(i64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let keys: Vec<(i64, i64)> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT d.run_id, d.part_index FROM part_data d
+                 JOIN runs r ON r.run_id = d.run_id
+                 JOIN parts p ON p.run_id = d.run_id AND p.part_index = d.part_index
+                 WHERE r.job = ?1 AND d.stage = ?2 AND d.run_id > ?3
+                   AND (r.status IN ('completed', 'publishing') OR r.run_id = ?4)
+                 ORDER BY d.run_id, d.part_index",
+            )?;
+            let rows = st.query_map(params![job, stage as i64, after_run, current_run], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect()
+        })?;
+        for (run_id, part) in keys {
+            let data: Vec<u8> = self.with(|c| {
+                c.query_row(
+                    "SELECT data FROM part_data WHERE run_id = ?1 AND part_index = ?2 AND stage = ?3",
+                    params![run_id, part, stage as i64],
+                    |r| r.get(0),
+                )
+            })?;
+            f(run_id, &data)?;
+        }
+        Ok(())
+    }
+
+    /// Drops stage data of `job` up to and including `up_to_run`, once a
+    /// stage has folded it into its own store.
+    pub fn drop_part_data(&self, job: &str, stage: usize, up_to_run: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM part_data WHERE stage = ?2 AND run_id <= ?3
+                 AND run_id IN (SELECT run_id FROM runs WHERE job = ?1)",
+                params![job, stage as i64, up_to_run],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The newest completed (or publishing) run of `job` other than `current_run`.
+    pub fn last_delivered_run(&self, job: &str, current_run: i64) -> Result<Option<i64>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT MAX(run_id) FROM runs WHERE job = ?1 AND run_id <> ?2 AND status IN ('completed', 'publishing')",
+                params![job, current_run],
+                |r| r.get(0),
+            )
+        })
     }
 
     /// Marks a run as publishing.

@@ -18,7 +18,7 @@ use crate::connector::{CommittedPart, PartitionWriter, RunInfo, Sink, Source};
 use crate::dirty::{ErrorBudget, Rejects};
 use crate::error::{Error, Result};
 use crate::spec::JobSpec;
-use crate::stage::{Chain, StagePlan};
+use crate::stage::{Chain, StagePlan, StageReport, StageRun};
 use crate::state::{NewRun, RunStatus, StateStore, Totals};
 use arrow::record_batch::RecordBatch;
 use ratelimit::TokenBucket;
@@ -87,6 +87,9 @@ pub struct RunSummary {
     pub mb_per_sec: f64,
     /// Row throughput of this attempt.
     pub rows_per_sec: f64,
+    /// What stages did on purpose, such as duplicates removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageReport>,
 }
 
 fn plan_hash(source: &dyn Source) -> String {
@@ -167,6 +170,16 @@ pub fn run_job(
                 begin_committed.push((part, 0, 0));
             }
         }
+    }
+    let committed_indexes: Vec<usize> = begin_committed.iter().map(|(p, _, _)| p.index).collect();
+    for (i, plan) in stages.iter().enumerate() {
+        plan.begin(&StageRun {
+            state,
+            job: &spec.job.name,
+            run_id: run.run_id,
+            stage: i,
+            committed: &committed_indexes,
+        })?;
     }
     let done: HashMap<usize, _> = begin_committed
         .iter()
@@ -271,6 +284,7 @@ pub fn run_job(
                 duration_secs: secs,
                 mb_per_sec: attempt_bytes as f64 / 1e6 / secs,
                 rows_per_sec: attempt_rows as f64 / secs,
+                stages: stages.iter().filter_map(|s| s.report()).collect(),
             })
         }
         Err(e) => {
@@ -344,6 +358,14 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
             let db = reader.bytes_read() - bytes_seen;
             bytes_seen += db;
             sh.progress.bytes_in.fetch_add(db, Ordering::Relaxed);
+            for batch in chain.finish(&mut rejects)? {
+                let dr = batch.num_rows() as u64;
+                rows_seen += dr;
+                sh.progress.rows.fetch_add(dr, Ordering::Relaxed);
+                if dr > 0 && tx.send(batch).is_err() {
+                    break;
+                }
+            }
             Ok(())
         })();
         drop(tx);
@@ -370,6 +392,19 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
             return Err(e);
         }
     };
+    // Stage data is stored before the sink commits and counts once the
+    // partition is recorded as committed (or found committed at the target).
+    let stage_data = match chain.commit_data() {
+        Ok(d) => d,
+        Err(e) => {
+            writer.abort();
+            undo_progress();
+            return Err(e);
+        }
+    };
+    for (stage, data) in &stage_data {
+        sh.state.put_part_data(sh.run.run_id, idx, *stage, data)?;
+    }
     let part = writer.commit()?;
     if part.rows != rows_seen {
         return Err(Error::Internal(format!(

@@ -50,14 +50,14 @@ pub struct MaskConfig {
 /// Kinds of rule, for error messages.
 pub const KINDS: &str = "phone, id_card, bank_card, name, email, address, partial, pseudonym";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rule {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Rule {
     Partial { prefix: usize, suffix: usize },
     Email { prefix: usize },
     Pseudonym,
 }
 
-fn parse_rule(text: &str) -> Result<Rule, String> {
+pub(crate) fn parse_rule(text: &str) -> Result<Rule, String> {
     let mut it = text.split(':');
     let kind = it.next().unwrap_or("").trim();
     let nums: Vec<usize> = it
@@ -134,7 +134,7 @@ fn mask_email(s: &str, prefix: usize, out: &mut String) {
     }
 }
 
-fn load_key(spec: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn load_key(spec: &str) -> Result<Vec<u8>, String> {
     let key = super::keys::load(spec)?;
     if key.len() < 16 {
         return Err("the mask key must be at least 16 bytes".into());
@@ -233,47 +233,50 @@ struct Masker {
     key: Option<Arc<Vec<u8>>>,
 }
 
-impl Masker {
-    fn mask_column(&self, col: &ArrayRef, rule: Rule) -> Result<ArrayRef> {
-        let text = arrow::compute::cast(col, &DataType::Utf8)
-            .map_err(|e| Error::Internal(format!("mask: {e}")))?;
-        let s = text.as_string::<i32>();
-        let mut b = StringBuilder::with_capacity(s.len(), s.value_data().len());
-        let mut buf = String::new();
-        for i in 0..s.len() {
-            if s.is_null(i) {
-                b.append_null();
-                continue;
-            }
-            buf.clear();
-            let v = s.value(i);
-            match rule {
-                Rule::Partial { prefix, suffix } => mask_partial(v, prefix, suffix, &mut buf),
-                Rule::Email { prefix } => mask_email(v, prefix, &mut buf),
-                Rule::Pseudonym => {
-                    let key = self
-                        .key
-                        .as_ref()
-                        .ok_or_else(|| Error::Internal("pseudonym without key".into()))?;
-                    let mut mac = Hmac::<Sha256>::new_from_slice(key)
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                    mac.update(v.as_bytes());
-                    for byte in &mac.finalize().into_bytes()[..16] {
-                        buf.push_str(&format!("{byte:02x}"));
-                    }
+/// Masks every value of `col` (cast to text) by `rule`; NULL stays NULL.
+/// `key` is the pseudonym key (required by pseudonym rules only).
+pub(crate) fn mask_array(col: &ArrayRef, rule: Rule, key: Option<&[u8]>) -> Result<ArrayRef> {
+    let text = arrow::compute::cast(col, &DataType::Utf8)
+        .map_err(|e| Error::Internal(format!("mask: {e}")))?;
+    let s = text.as_string::<i32>();
+    let mut b = StringBuilder::with_capacity(s.len(), s.value_data().len());
+    let mut buf = String::new();
+    let mac = match (rule, key) {
+        (Rule::Pseudonym, Some(k)) => {
+            Some(Hmac::<Sha256>::new_from_slice(k).map_err(|e| Error::Internal(e.to_string()))?)
+        }
+        (Rule::Pseudonym, None) => return Err(Error::Internal("pseudonym without key".into())),
+        _ => None,
+    };
+    for i in 0..s.len() {
+        if s.is_null(i) {
+            b.append_null();
+            continue;
+        }
+        buf.clear();
+        let v = s.value(i);
+        match rule {
+            Rule::Partial { prefix, suffix } => mask_partial(v, prefix, suffix, &mut buf),
+            Rule::Email { prefix } => mask_email(v, prefix, &mut buf),
+            Rule::Pseudonym => {
+                let mut mac = mac.clone().expect("checked above");
+                mac.update(v.as_bytes());
+                for byte in &mac.finalize().into_bytes()[..16] {
+                    use std::fmt::Write;
+                    let _ = write!(buf, "{byte:02x}");
                 }
             }
-            b.append_value(&buf);
         }
-        Ok(Arc::new(b.finish()))
+        b.append_value(&buf);
     }
+    Ok(Arc::new(b.finish()))
 }
 
 impl Stage for Masker {
     fn process(&mut self, batch: RecordBatch, _rejects: &mut Rejects) -> Result<RecordBatch> {
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         for &(i, rule) in &self.rules {
-            cols[i] = self.mask_column(&cols[i], rule)?;
+            cols[i] = mask_array(&cols[i], rule, self.key.as_deref().map(|k| k.as_slice()))?;
         }
         RecordBatch::try_new(self.schema.clone(), cols)
             .map_err(|e| Error::Internal(format!("mask: {e}")))

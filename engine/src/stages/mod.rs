@@ -1,8 +1,11 @@
 //! Built-in stage types.
 
 pub mod crypt;
+pub mod dedupe;
 pub mod keys;
 pub mod mask;
+#[cfg(feature = "sql")]
+pub mod sql;
 
 use crate::connector::Registry;
 use crate::error::{Error, Result};
@@ -15,6 +18,9 @@ pub fn register(r: &mut Registry) {
     r.register_stage(mask::MaskFactory);
     r.register_stage(crypt::EncryptFactory);
     r.register_stage(crypt::DecryptFactory);
+    r.register_stage(dedupe::DedupeFactory);
+    #[cfg(feature = "sql")]
+    r.register_stage(sql::SqlFactory);
 }
 
 /// Positions of `cols` in `input`; a missing column is an error naming the
