@@ -182,6 +182,48 @@ impl SharedLimiter {
     }
 }
 
+/// A run's view of the shared bytes/s and rows/s limits; joins them when
+/// created and leaves them when dropped.
+#[derive(Debug)]
+pub struct JobThrottle {
+    job: String,
+    bytes: Arc<SharedLimiter>,
+    rows: Arc<SharedLimiter>,
+}
+
+impl JobThrottle {
+    /// Joins `job` to both limiters with its own caps.
+    pub fn join(
+        job: &str,
+        bytes: Arc<SharedLimiter>,
+        bytes_cap: Option<u64>,
+        rows: Arc<SharedLimiter>,
+        rows_cap: Option<u64>,
+    ) -> Self {
+        bytes.join(job, bytes_cap);
+        rows.join(job, rows_cap);
+        JobThrottle {
+            job: job.to_string(),
+            bytes,
+            rows,
+        }
+    }
+}
+
+impl crate::runtime::Throttle for JobThrottle {
+    fn acquire(&self, bytes: u64, rows: u64) {
+        self.bytes.acquire(&self.job, bytes);
+        self.rows.acquire(&self.job, rows);
+    }
+}
+
+impl Drop for JobThrottle {
+    fn drop(&mut self) {
+        self.bytes.leave(&self.job);
+        self.rows.leave(&self.job);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,6 +205,15 @@ impl Ticket {
     }
 }
 
+impl crate::runtime::PartitionGate for Ticket {
+    fn acquire(&self, cancel: &AtomicBool) -> Option<Box<dyn std::any::Any + Send>> {
+        Ticket::acquire(self, cancel).map(|g| Box::new(g) as Box<dyn std::any::Any + Send>)
+    }
+    fn pending(&self, n: usize) {
+        self.set_pending(n)
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.pool.lock().runs.remove(&self.key);

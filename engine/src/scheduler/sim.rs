@@ -836,7 +836,12 @@ pub fn simulate(trace: &Trace, workers: usize, strategy: Strategy) -> Result<Rep
             bucket_work = 0.0;
             bucket_end += bucket;
         }
-        bucket_work += batch.iter().map(|a| a.nominal).sum::<f64>();
+        // Tides are planned; a surge is unplanned work above its forecast.
+        bucket_work += batch
+            .iter()
+            .filter(|a| !a.tide)
+            .map(|a| a.nominal)
+            .sum::<f64>();
         let (tides, adhoc): (Vec<&Arrival>, Vec<&Arrival>) = batch.iter().partition(|a| a.tide);
         let spec = |a: &Arrival, partitions: usize, allot: usize, predicted: f64| RunSpec {
             job: a.job.clone(),
