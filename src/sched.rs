@@ -20,6 +20,7 @@ use tidex_engine::scheduler::fair::{JobThrottle, SharedLimiter};
 use tidex_engine::scheduler::grant::{Pool, RunMeta};
 use tidex_engine::scheduler::planner::{self, Estimate, PlanEntry, PlanInput};
 use tidex_engine::scheduler::sim::{simulate, Report, Trace};
+use tidex_engine::scheduler::split::split_laggards;
 use tidex_engine::scheduler::surge::SurgeDetector;
 use tidex_engine::scheduler::Strategy;
 use tidex_engine::spec::{JobSpec, Priority};
@@ -639,7 +640,20 @@ impl RunCtx {
             job: spec.job.name.clone(),
             source_state: self.state.source_state(&spec.job.name, false)?,
         };
-        let source = self.registry.build_source(spec, &ctx)?;
+        // A resumed run keeps the partitions it started with.
+        let resuming = self
+            .state
+            .runs(Some(&spec.job.name), 1)?
+            .first()
+            .is_some_and(|r| matches!(r.status.as_str(), "running" | "publishing" | "failed"));
+        let mut source = self.registry.build_source(spec, &ctx)?;
+        if !resuming {
+            let (s, split) = split_laggards(&self.state, &spec.job.name, source)?;
+            source = s;
+            if !split.is_empty() {
+                tracing::info!(job = %spec.job.name, partitions = ?split, "split partitions that lagged in the last run");
+            }
+        }
         let stages = self.registry.build_stages(spec, source.schema())?;
         let sink = self.registry.build_sink(spec, &ctx)?;
         let ticket = self.pool.register(self.meta.clone());

@@ -203,7 +203,8 @@ impl StateStore {
                 .map_err(err)?;
         }
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schedule_fires (job TEXT PRIMARY KEY, last_fire TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS schedule_fires (job TEXT PRIMARY KEY, last_fire TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS split_hints (job TEXT NOT NULL, label TEXT NOT NULL, PRIMARY KEY (job, label));",
         )
         .map_err(err)?;
         Ok(StateStore {
@@ -520,6 +521,28 @@ impl StateStore {
                 "INSERT INTO schedule_fires (job, last_fire) VALUES (?1, ?2)
                  ON CONFLICT(job) DO UPDATE SET last_fire = excluded.last_fire",
                 params![job, t.to_rfc3339()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Labels of partitions the scheduler splits whenever a run of `job`
+    /// plans them (they lagged far behind their siblings before).
+    pub fn split_hints(&self, job: &str) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT label FROM split_hints WHERE job = ?1 ORDER BY label")?;
+            let rows = st.query_map(params![job], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Remembers that partitions labelled `label` of `job` are to be split.
+    pub fn add_split_hint(&self, job: &str, label: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO split_hints (job, label) VALUES (?1, ?2)",
+                params![job, label],
             )
         })?;
         Ok(())

@@ -9,6 +9,7 @@
 //!  fair.rs: global + per-job rate limits shared fairly between running jobs
 //!  sim.rs: the event-driven engine on a virtual clock (tidex simulate, plan predictions)
 //!  grant.rs: the same decisions handing real workers to real runs (tidex serve)
+//!  split.rs: partitions that lagged in a job's last run are split before its next
 //! ```
 //!
 //! Everything that depends on time takes it from a [`clock::Clock`], so
@@ -21,6 +22,7 @@ pub mod grant;
 pub mod planner;
 pub mod rebalance;
 pub mod sim;
+pub mod split;
 pub mod surge;
 
 pub use rebalance::Strategy;

@@ -159,6 +159,25 @@ pub fn lagging(parts: &[RunningPart]) -> Vec<usize> {
         .collect()
 }
 
+/// Partitions of a finished run that lagged far behind their siblings,
+/// by the seconds each took: the same rule as [`lagging`], with the median
+/// of the run's partitions as what each should have taken.
+pub fn laggards_in(secs: &[f64]) -> Vec<usize> {
+    let Some(med) = median(secs) else {
+        return Vec::new();
+    };
+    let parts: Vec<RunningPart> = secs
+        .iter()
+        .map(|&s| RunningPart {
+            run: 0,
+            elapsed: s,
+            expected: med,
+            splittable: true,
+        })
+        .collect();
+    lagging(&parts)
+}
+
 /// The median of some durations.
 pub fn median(v: &[f64]) -> Option<f64> {
     if v.is_empty() {
