@@ -350,3 +350,69 @@ fn tidex_state_with_last_fire(s: &Scratch, jobs: &[&str], hours: i64) {
         .unwrap();
     }
 }
+
+fn finished_at(s: &Scratch, job: &str) -> Option<String> {
+    db(s)
+        .query_row(
+            "SELECT finished_at FROM runs WHERE job = ?1 AND status = 'completed'",
+            [job],
+            |r| r.get(0),
+        )
+        .ok()
+}
+
+fn http_get(s: &Scratch, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = std::fs::read_to_string(s.path(".tidex/serve.addr")).unwrap();
+    let mut c = std::net::TcpStream::connect(addr.trim()).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn serve_gives_urgent_work_the_next_free_worker_during_a_bulk_run() {
+    let s = Scratch::new();
+    csv(&s, "big.csv", 60_000);
+    csv(&s, "small.csv", 2000);
+    // The bulk run can use both workers of the pool, and does.
+    job(
+        &s,
+        "bulk.toml",
+        "bulk",
+        "big.csv",
+        "max_bytes_per_sec = \"500KB\"\n[schedule]\npriority = \"bulk\"\n",
+    );
+    job(
+        &s,
+        "query.toml",
+        "query",
+        "small.csv",
+        "[schedule]\npriority = \"urgent\"\n",
+    );
+    let serve = Serve::start(&s);
+    s.ok(&["submit", "bulk"]);
+    wait_for("the bulk run to be under way", 60, || {
+        committed_parts(&s) >= 2
+    });
+    let metrics = http_get(&s, "/metrics");
+    assert!(metrics.contains("tidex_workers 2"), "{metrics}");
+    assert!(metrics.contains("tidex_workers_busy"), "{metrics}");
+    assert!(metrics.contains("tidex_queue_depth"), "{metrics}");
+    assert!(metrics.contains("tidex_surges_total"), "{metrics}");
+    s.ok(&["submit", "query"]);
+    wait_for("both runs to complete", 120, || {
+        finished_at(&s, "query").is_some() && finished_at(&s, "bulk").is_some()
+    });
+    let (q, b) = (
+        finished_at(&s, "query").unwrap(),
+        finished_at(&s, "bulk").unwrap(),
+    );
+    assert!(q < b, "urgent finished at {q}, bulk at {b}");
+    wait_for("/status to count both runs", 30, || {
+        http_get(&s, "/status").contains("\"runs_completed\":2")
+    });
+    assert!(serve.terminate().success());
+    assert_eq!(ids(&s.path("out/bulk")), (1..=60_000).collect::<Vec<_>>());
+}
