@@ -20,7 +20,7 @@ use tidex_engine::scheduler::fair::{JobThrottle, SharedLimiter};
 use tidex_engine::scheduler::grant::{Pool, RunMeta};
 use tidex_engine::scheduler::planner::{self, Estimate, PlanEntry, PlanInput};
 use tidex_engine::scheduler::sim::{simulate, Report, Trace};
-use tidex_engine::scheduler::split::split_laggards;
+use tidex_engine::scheduler::split::{split_laggards, split_to};
 use tidex_engine::scheduler::surge::SurgeDetector;
 use tidex_engine::scheduler::Strategy;
 use tidex_engine::spec::{JobSpec, Priority};
@@ -521,7 +521,7 @@ pub fn serve(registry: Registry, state_path: &Path, o: ServeOpts) -> Result<(), 
                 let l = &jobs[&e.job];
                 tracing::info!(
                     job = %e.job, why = r.why, priority = e.priority.as_str(), workers = e.workers,
-                    partitions = e.partitions, history_runs = e.history_runs,
+                    planned_partitions = e.partitions, history_runs = e.history_runs,
                     predicted_finish = %e.finish.to_rfc3339(), misses_window = e.misses_window,
                     "starting run"
                 );
@@ -535,6 +535,7 @@ pub fn serve(registry: Registry, state_path: &Path, o: ServeOpts) -> Result<(), 
                         max_workers: l.spec.limits.parallelism,
                         part_secs: e.work_secs / e.partitions.max(1) as f64,
                     },
+                    planned_partitions: e.partitions,
                     registry: registry.clone(),
                     state: state.clone(),
                     pool: pool.clone(),
@@ -602,6 +603,7 @@ pub fn serve(registry: Registry, state_path: &Path, o: ServeOpts) -> Result<(), 
 struct RunCtx {
     spec: JobSpec,
     meta: RunMeta,
+    planned_partitions: usize,
     registry: Arc<Registry>,
     state: Arc<StateStore>,
     pool: Arc<Pool>,
@@ -649,11 +651,17 @@ impl RunCtx {
         let mut source = self.registry.build_source(spec, &ctx)?;
         if !resuming {
             let (s, split) = split_laggards(&self.state, &spec.job.name, source)?;
-            source = s;
+            source = split_to(s, self.planned_partitions);
             if !split.is_empty() {
                 tracing::info!(job = %spec.job.name, partitions = ?split, "split partitions that lagged in the last run");
             }
         }
+        tracing::info!(
+            job = %spec.job.name,
+            planned = self.planned_partitions,
+            partitions = source.partitions().len(),
+            "partitions (sources that cannot split keep their own)"
+        );
         let stages = self.registry.build_stages(spec, source.schema())?;
         let sink = self.registry.build_sink(spec, &ctx)?;
         let ticket = self.pool.register(self.meta.clone());

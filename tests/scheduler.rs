@@ -416,3 +416,33 @@ fn serve_gives_urgent_work_the_next_free_worker_during_a_bulk_run() {
     assert!(serve.terminate().success());
     assert_eq!(ids(&s.path("out/bulk")), (1..=60_000).collect::<Vec<_>>());
 }
+
+#[test]
+fn serve_applies_the_planned_partition_count_to_a_source_that_can_split() {
+    let s = Scratch::new();
+    let c = rusqlite::Connection::open(s.path("src.db")).unwrap();
+    c.execute_batch(
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+         INSERT INTO people SELECT i, 'name-' || i FROM n;",
+    )
+    .unwrap();
+    drop(c);
+    s.write(
+        "jobs/db.toml",
+        "[job]\nname = \"db\"\n[source]\ntype = \"sqlite\"\nurl = \"sqlite://src.db\"\ntable = \"people\"\npartitions = 1\n\
+         [sink]\ntype = \"parquet\"\nurl = \"out/db/\"\n[limits]\nparallelism = 2\n",
+    );
+    let serve = Serve::start(&s);
+    s.ok(&["submit", "db"]);
+    wait_for("db to complete", 60, || runs_of(&s, "db", "completed") == 1);
+    assert!(serve.terminate().success());
+    // One partition as written; the planner asks for two per allotted worker.
+    let parts: i64 = db(&s)
+        .query_row("SELECT partitions FROM runs WHERE job = 'db'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(parts, 4);
+    assert_eq!(ids(&s.path("out/db")), (1..=5000).collect::<Vec<_>>());
+}

@@ -52,6 +52,32 @@ pub fn split_laggards(
     Ok((source, split))
 }
 
+/// `source` split until it has at least `target` partitions (the count
+/// the planner chose), halving each partition in turn, as far as the
+/// source can split. A source that cannot split is returned as it is.
+pub fn split_to(mut source: Arc<dyn Source>, target: usize) -> Arc<dyn Source> {
+    let target = target.min(super::planner::MAX_PARTITIONS);
+    loop {
+        let before = source.partitions().len();
+        if before >= target {
+            return source;
+        }
+        // One pass halves every partition once, from the end so the
+        // indices still to split stay where they are.
+        for i in (0..before).rev() {
+            if source.partitions().len() >= target {
+                break;
+            }
+            if let Some(s) = source.split(i) {
+                source = s;
+            }
+        }
+        if source.partitions().len() == before {
+            return source;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +161,26 @@ mod tests {
             None,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn split_to_reaches_the_planned_count_as_far_as_the_source_can() {
+        let s = split_to(Ranges::source(vec![(1, 100), (101, 200)]), 7);
+        let labels: Vec<&str> = s.partitions().iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels.len(), 7, "{labels:?}");
+        assert_eq!(labels[0], "t[1..=50]");
+        assert_eq!(labels[6], "t[176..=200]");
+        // Three keys split into three partitions at most.
+        assert_eq!(
+            split_to(Ranges::source(vec![(1, 3)]), 10)
+                .partitions()
+                .len(),
+            3
+        );
+        assert_eq!(
+            split_to(Ranges::source(vec![(1, 3)]), 1).partitions().len(),
+            1
+        );
     }
 
     #[test]
