@@ -251,6 +251,24 @@ fn serve_reloads_specs_runs_submissions_and_stops_gracefully() {
     });
     wait_for("b to complete", 60, || runs_of(&s, "b", "completed") == 1);
 
+    // Changed without a restart: the next run uses the new spec.
+    let changed = std::fs::read_to_string(s.path("jobs/b.toml"))
+        .unwrap()
+        .replace("out/b/", "out/b2/");
+    s.write("jobs/b.toml", &changed);
+    wait_for("the changed b to run", 60, || {
+        // A submission that beat the rescan still writes to out/b/.
+        if !s.path("out/b2").exists() {
+            let _ = s.run(&["submit", "b"]);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        s.path("out/b2").exists()
+    });
+    wait_for("b to complete again", 60, || {
+        runs_of(&s, "b", "completed") >= 2
+    });
+    assert_eq!(ids(&s.path("out/b2")), (1..=3000).collect::<Vec<_>>());
+
     // Removed without a restart.
     std::fs::remove_file(s.path("jobs/a.toml")).unwrap();
     wait_for("a to be unloaded", 30, || {
