@@ -387,10 +387,16 @@ pub fn serve(registry: Registry, state_path: &Path, o: ServeOpts) -> Result<(), 
     let mut bucket_end = clock.now() + chrono::Duration::seconds(SURGE_BUCKET_SECS);
     let mut bucket_work = 0.0;
     let mut first = true;
+    let mut warned = std::collections::HashSet::new();
     loop {
         let now = clock.now();
         // 1. Specs: added, changed and removed files, without a restart.
-        let fresh = load_dir(&registry, &o.dir, &mut |m| tracing::warn!("{m}"))?;
+        let fresh = load_dir(&registry, &o.dir, &mut |m| {
+            // Once per problem, not once per rescan.
+            if warned.insert(m.clone()) {
+                tracing::warn!("{m}")
+            }
+        })?;
         for (name, l) in &fresh {
             match jobs.get(name) {
                 None => tracing::info!(job = %name, spec = %l.path.display(), "job loaded"),
