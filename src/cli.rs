@@ -1,6 +1,7 @@
 //! Commands and their exit codes.
 
 use crate::report;
+use crate::sched;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -178,6 +179,74 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 10)]
         rows: usize,
     },
+    /// Run every job spec in a directory on its [schedule], with one shared
+    /// pool of workers, until SIGTERM; accepts `tidex submit`.
+    Serve {
+        /// Directory of job specs (*.toml), rescanned while serving.
+        #[arg(default_value = "jobs")]
+        dir: PathBuf,
+        /// Workers shared by all runs (default: the number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Address for submit, /metrics and /status (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: String,
+        /// How workers are handed out: static, dynamic or combined.
+        #[arg(long, default_value = "combined")]
+        strategy: String,
+        /// Global cap on input bytes per second, shared fairly by running jobs.
+        #[arg(long)]
+        max_bytes_per_sec: Option<String>,
+        /// Global cap on rows per second, shared fairly by running jobs.
+        #[arg(long)]
+        max_rows_per_sec: Option<u64>,
+        /// Seconds between rescans of the directory and the schedules.
+        #[arg(long, default_value_t = 1.0)]
+        poll_secs: f64,
+    },
+    /// Ask the running `tidex serve` for an ad-hoc run of a job.
+    Submit {
+        /// Job name.
+        job: String,
+        /// urgent, normal or bulk (default: the job's [schedule] priority).
+        #[arg(long)]
+        priority: Option<String>,
+        /// Address of tidex serve (default: the one it wrote beside the state).
+        #[arg(long, env = "TIDEX_SERVER")]
+        server: Option<String>,
+    },
+    /// Print the coming tide: each scheduled job's next run, its partitions,
+    /// workers, predicted start and finish, and predicted window misses.
+    Plan {
+        /// Directory of job specs.
+        #[arg(default_value = "jobs")]
+        dir: PathBuf,
+        /// Plan the tide after this time (RFC 3339; default now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Workers in the pool (default: the number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay a workload trace on a virtual clock and report makespan,
+    /// window misses and urgent p95 completion time.
+    Simulate {
+        /// The trace (TOML), e.g. fixtures/traces/default.toml.
+        #[arg(long)]
+        trace: PathBuf,
+        /// Workers (default: the trace's).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// static, dynamic, combined, or all three.
+        #[arg(long, default_value = "all")]
+        strategy: String,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn exit_code(e: &Error) -> i32 {
@@ -245,6 +314,48 @@ pub fn main() -> i32 {
         },
         Command::Runs { job, limit, json } => runs(&cli, job.as_deref(), *limit, *json),
         Command::Head { url, rows } => head(&registry, url, *rows),
+        Command::Serve {
+            dir,
+            workers,
+            listen,
+            strategy,
+            max_bytes_per_sec,
+            max_rows_per_sec,
+            poll_secs,
+        } => serve_opts(
+            dir,
+            *workers,
+            listen,
+            strategy,
+            max_bytes_per_sec,
+            *max_rows_per_sec,
+            *poll_secs,
+        )
+        .and_then(|o| sched::serve(registry, &cli.state, o)),
+        Command::Submit {
+            job,
+            priority,
+            server,
+        } => sched::submit(&cli.state, server.as_deref(), job, priority.as_deref()),
+        Command::Plan {
+            dir,
+            at,
+            workers,
+            json,
+        } => sched::plan(
+            &registry,
+            &cli.state,
+            dir,
+            at.as_deref(),
+            workers.unwrap_or_else(default_workers),
+            *json,
+        ),
+        Command::Simulate {
+            trace,
+            workers,
+            strategy,
+            json,
+        } => sched::simulate_cmd(trace, *workers, strategy, *json),
     };
     match result {
         Ok(()) => exit::OK,
@@ -631,4 +742,41 @@ fn head(registry: &Registry, url: &str, rows: usize) -> Result<(), Error> {
             .join(", ")
     );
     Ok(())
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn serve_opts(
+    dir: &std::path::Path,
+    workers: Option<usize>,
+    listen: &str,
+    strategy: &str,
+    max_bytes_per_sec: &Option<String>,
+    max_rows_per_sec: Option<u64>,
+    poll_secs: f64,
+) -> Result<sched::ServeOpts, Error> {
+    let max_bytes_per_sec = match max_bytes_per_sec {
+        Some(b) => Some(
+            b.parse::<tidex_engine::spec::ByteSize>()
+                .map_err(|e| Error::Config(format!("--max-bytes-per-sec: {e}")))?
+                .0,
+        ),
+        None => None,
+    };
+    if !(0.05..=3600.0).contains(&poll_secs) {
+        return Err(Error::Config(
+            "--poll-secs: expected between 0.05 and 3600".into(),
+        ));
+    }
+    Ok(sched::ServeOpts {
+        dir: dir.to_path_buf(),
+        workers: workers.unwrap_or_else(default_workers).max(1),
+        listen: listen.to_string(),
+        strategy: strategy.parse().map_err(Error::Config)?,
+        max_bytes_per_sec,
+        max_rows_per_sec,
+        poll: std::time::Duration::from_secs_f64(poll_secs),
+    })
 }

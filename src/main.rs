@@ -3,6 +3,7 @@
 
 mod cli;
 mod report;
+mod sched;
 
 fn main() {
     tune_malloc();

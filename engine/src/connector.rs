@@ -58,6 +58,16 @@ pub trait Source: Send + Sync {
     fn state(&self) -> Option<String> {
         None
     }
+    /// Splits partition `partition` in two (halving its key or byte
+    /// range) and returns this source with the two halves in its place
+    /// (later partitions move up by one), or `None` when it cannot be
+    /// split. The scheduler splits a partition that lagged far behind its
+    /// siblings before the job's next run starts. A source whose plan is
+    /// resumed from [`Source::state`] must keep the split in that state.
+    fn split(&self, partition: usize) -> Option<Arc<dyn Source>> {
+        let _ = partition;
+        None
+    }
 }
 
 /// What earlier runs of the job left for its source (see [`Source::state`]).

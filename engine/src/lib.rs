@@ -12,6 +12,7 @@ pub mod connector;
 pub mod dirty;
 pub mod error;
 pub mod runtime;
+pub mod scheduler;
 pub mod spec;
 pub mod stage;
 pub mod stages;

@@ -268,6 +268,93 @@ pub struct ErrorsSection {
     pub dead_letter: Option<String>,
 }
 
+/// How urgently a job's runs take workers from the shared pool of
+/// `tidex serve`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize, Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Takes the next free worker before any other work, at partition
+    /// boundaries (a running partition is never interrupted mid-commit).
+    Urgent,
+    /// Ordinary exchanges (default).
+    #[default]
+    Normal,
+    /// Large loads that yield to everything else.
+    Bulk,
+}
+
+impl Priority {
+    /// `urgent`, `normal` or `bulk`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Urgent => "urgent",
+            Priority::Normal => "normal",
+            Priority::Bulk => "bulk",
+        }
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "urgent" => Ok(Priority::Urgent),
+            "normal" => Ok(Priority::Normal),
+            "bulk" => Ok(Priority::Bulk),
+            _ => Err(format!(
+                "unknown priority {s:?}; expected urgent, normal or bulk"
+            )),
+        }
+    }
+}
+
+/// What `tidex serve` does with fire times it missed while it was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Run once for the newest missed fire time (default).
+    #[default]
+    Latest,
+    /// Run once for every missed fire time, oldest first (at most 100).
+    All,
+    /// Skip missed fire times; wait for the next one.
+    None,
+}
+
+/// `[schedule]`: when `tidex serve` runs the job and how it competes for
+/// workers. `tidex run` ignores it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// Cron expression: five fields (minute hour day-of-month month
+    /// day-of-week), or six with seconds first; `L` is the last day of the
+    /// month, e.g. `"0 2 * * *"` (nightly at 02:00) or `"0 22 L * *"`
+    /// (month end). Without it the job runs only when submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// IANA time zone of `cron` and `window`, e.g. `"Asia/Shanghai"`
+    /// (default: the machine's zone). DST changes are honoured: a time
+    /// skipped by the change runs at the first minute after it, a repeated
+    /// time runs once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// `"HH:MM-HH:MM"` local window the scheduled run must finish inside,
+    /// e.g. `"02:00-06:00"`; may cross midnight (`"22:00-04:00"`). The
+    /// planner sizes the run to end inside it and `tidex plan` flags jobs
+    /// predicted to miss it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// `urgent`, `normal` (default) or `bulk`.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Runs missed while the service was down: `latest` (default), `all`
+    /// or `none`.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+}
+
 #[derive(Debug, Deserialize)]
 struct Head {
     #[serde(rename = "type")]
@@ -286,6 +373,7 @@ struct Doc {
     limits: Limits,
     #[serde(default)]
     errors: ErrorsSection,
+    schedule: Option<ScheduleSection>,
 }
 
 /// One connector section (`[source]` or `[sink]`) of a spec. Connectors read
@@ -490,6 +578,8 @@ pub struct JobSpec {
     pub limits: Limits,
     /// `[errors]`.
     pub errors: ErrorsSection,
+    /// `[schedule]`, when the job recurs or has a priority.
+    pub schedule: Option<ScheduleSection>,
 }
 
 impl JobSpec {
@@ -599,7 +689,19 @@ impl JobSpec {
                 ));
             }
         }
+        if let Some(sec) = &doc.schedule {
+            if let Err((field, message)) = crate::scheduler::cron::Schedule::compile(sec) {
+                return Err(SpecError::at(
+                    &text,
+                    find_key(&text, "schedule", field),
+                    format!("schedule.{field}"),
+                    message,
+                ));
+            }
+        }
+        let schedule = doc.schedule;
         Ok(JobSpec {
+            schedule,
             job,
             source,
             stages,
@@ -727,6 +829,52 @@ dead_letter = "out/dead/"
         let err = spec.source.parse::<Csv>().unwrap_err();
         assert_eq!(err.line, Some(9), "{err}");
         assert_eq!(err.field, "source.delimitr");
+    }
+
+    #[test]
+    fn schedule_errors_name_line_and_field() {
+        let with = |sched: &str| format!("{GOOD}\n[schedule]\n{sched}\n");
+        let ok = JobSpec::parse(&with(
+            "cron = \"0 2 * * *\"\ntimezone = \"Asia/Shanghai\"\nwindow = \"02:00-06:00\"\npriority = \"bulk\"\ncatch_up = \"all\"",
+        ))
+        .unwrap();
+        let sec = ok.schedule.unwrap();
+        assert_eq!(sec.priority, Priority::Bulk);
+        assert_eq!(sec.catch_up, CatchUp::All);
+        let line = GOOD.lines().count() + 3;
+        for (body, field, says) in [
+            (
+                "cron = \"0 25 * * *\"",
+                "schedule.cron",
+                "invalid cron expression",
+            ),
+            (
+                "cron = \"0 2 * * *\"\ntimezone = \"Asia/Atlantis\"",
+                "schedule.timezone",
+                "unknown time zone",
+            ),
+            (
+                "cron = \"0 2 * * *\"\nwindow = \"2am-6am\"",
+                "schedule.window",
+                "HH:MM-HH:MM",
+            ),
+            (
+                "cron = \"0 2 * * *\"\npriority = \"high\"",
+                "schedule.priority",
+                "unknown variant",
+            ),
+            (
+                "cron = \"0 2 * * *\"\ncron_tz = \"UTC\"",
+                "schedule.cron_tz",
+                "unknown field",
+            ),
+        ] {
+            let err = JobSpec::parse(&with(body)).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.message.contains(says), "{err}");
+            let expected = line + body.lines().count() - 1;
+            assert_eq!(err.line, Some(expected), "{err}");
+        }
     }
 
     #[test]

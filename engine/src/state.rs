@@ -196,6 +196,24 @@ impl StateStore {
             conn.execute_batch("ALTER TABLE runs ADD COLUMN source_state TEXT")
                 .map_err(err)?;
         }
+        // Seconds per partition (the scheduler's history) and the
+        // scheduler's last handled fire time per job, added with `tidex serve`.
+        let has_secs: bool = conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('parts') WHERE name = 'secs'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if !has_secs {
+            conn.execute_batch("ALTER TABLE parts ADD COLUMN secs REAL")
+                .map_err(err)?;
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schedule_fires (job TEXT PRIMARY KEY, last_fire TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS split_hints (job TEXT NOT NULL, label TEXT NOT NULL, PRIMARY KEY (job, label));",
+        )
+        .map_err(err)?;
         Ok(StateStore {
             path,
             conn: Mutex::new(conn),
@@ -520,6 +538,123 @@ impl StateStore {
         })
     }
 
+    /// Records how long a committed partition took on its worker.
+    pub fn set_part_secs(&self, run_id: i64, index: usize, secs: f64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE parts SET secs = ?3 WHERE run_id = ?1 AND part_index = ?2",
+                params![run_id, index as i64, secs],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Partitions (rows, input bytes, seconds) of the job's last `runs`
+    /// completed runs, newest run first: what the planner predicts from.
+    pub fn part_history(
+        &self,
+        job: &str,
+        runs: usize,
+    ) -> Result<Vec<Vec<crate::scheduler::planner::PartRecord>>> {
+        self.with(|c| {
+            let mut ids = c.prepare(
+                "SELECT run_id FROM runs WHERE job = ?1 AND status = 'completed' ORDER BY run_id DESC LIMIT ?2",
+            )?;
+            let ids: Vec<i64> = ids
+                .query_map(params![job, runs as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut parts = c.prepare(
+                "SELECT rows, bytes_in, COALESCE(secs, 0) FROM parts WHERE run_id = ?1 ORDER BY part_index",
+            )?;
+            ids.iter()
+                .map(|id| {
+                    parts
+                        .query_map(params![id], |r| {
+                            Ok(crate::scheduler::planner::PartRecord {
+                                rows: r.get::<_, i64>(0)? as u64,
+                                bytes: r.get::<_, i64>(1)? as u64,
+                                secs: r.get(2)?,
+                            })
+                        })?
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    /// The last fire time `tidex serve` handled for a job.
+    pub fn last_fire(&self, job: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let t: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT last_fire FROM schedule_fires WHERE job = ?1",
+                params![job],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(
+            t.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        )
+    }
+
+    /// Records the last fire time handled for a job.
+    pub fn set_last_fire(&self, job: &str, t: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO schedule_fires (job, last_fire) VALUES (?1, ?2)
+                 ON CONFLICT(job) DO UPDATE SET last_fire = excluded.last_fire",
+                params![job, t.to_rfc3339()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Labels of partitions the scheduler splits whenever a run of `job`
+    /// plans them (they lagged far behind their siblings before).
+    pub fn split_hints(&self, job: &str) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT label FROM split_hints WHERE job = ?1 ORDER BY label")?;
+            let rows = st.query_map(params![job], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Remembers that partitions labelled `label` of `job` are to be split.
+    pub fn add_split_hint(&self, job: &str, label: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO split_hints (job, label) VALUES (?1, ?2)",
+                params![job, label],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Jobs whose newest run was interrupted (still marked running or
+    /// publishing by no live process, or cancelled): a restarted service
+    /// resumes them.
+    pub fn interrupted_jobs(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String, String, Option<i64>, Option<String>)> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT r.job, r.status, r.pid, r.error FROM runs r
+                 WHERE r.run_id = (SELECT MAX(run_id) FROM runs x WHERE x.job = r.job)",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, status, pid, error)| match status.as_str() {
+                "running" | "publishing" => !pid.is_some_and(pid_alive),
+                "failed" => error.as_deref() == Some("run cancelled"),
+                _ => false,
+            })
+            .map(|(job, ..)| job)
+            .collect())
+    }
+
     /// The publish journal of a run.
     pub fn journal(&self, run_id: i64) -> Journal<'_> {
         Journal {
@@ -636,6 +771,56 @@ mod tests {
         assert_eq!(b2.run.run_id, b.run.run_id);
         assert_eq!(b2.committed.len(), 1);
         assert_eq!(b2.committed[0].0, part);
+    }
+
+    #[test]
+    fn part_history_and_fire_times_for_the_scheduler() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateStore::open(dir.path().join("state.db")).unwrap();
+        assert!(st.part_history("j", 5).unwrap().is_empty());
+        for secs in [10.0, 20.0] {
+            let b = st.begin(&new_run("p"), false).unwrap();
+            for i in 0..2 {
+                let part = CommittedPart {
+                    index: i,
+                    location: format!("x{i}"),
+                    rows: 5,
+                    bytes: 10,
+                };
+                st.commit_part(b.run.run_id, &part, 100, 0).unwrap();
+                st.set_part_secs(b.run.run_id, i, secs).unwrap();
+            }
+            st.finish(
+                b.run.run_id,
+                RunStatus::Completed,
+                &Totals::default(),
+                None,
+                None,
+            )
+            .unwrap();
+        }
+        let h = st.part_history("j", 5).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0][0].secs, 20.0, "newest first");
+        assert_eq!(h[1][1].bytes, 100);
+        assert!(st.last_fire("j").unwrap().is_none());
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-21T02:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        st.set_last_fire("j", t).unwrap();
+        st.set_last_fire("j", t).unwrap();
+        assert_eq!(st.last_fire("j").unwrap(), Some(t));
+        // A run cancelled by a shutdown is resumed by the next service.
+        let b = st.begin(&new_run("p"), false).unwrap();
+        st.finish(
+            b.run.run_id,
+            RunStatus::Failed,
+            &Totals::default(),
+            None,
+            Some("run cancelled"),
+        )
+        .unwrap();
+        assert_eq!(st.interrupted_jobs().unwrap(), ["j"]);
     }
 
     #[test]

@@ -332,6 +332,72 @@ mod tests {
     }
 
     #[test]
+    fn split_halves_a_key_range_and_keeps_every_row_once() {
+        use tidex_engine::Source;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.db");
+        let c = rusqlite::Connection::open(&src).unwrap();
+        c.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12)
+             INSERT INTO t SELECT i, 'n' || i FROM n;
+             INSERT INTO t (name) VALUES (NULL);",
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let reg = crate::registry();
+        let spec = spec(dir.path(), "table = \"t\"\npartitions = 3", "");
+        let source = reg
+            .build_source(&spec, &ctx(&rt, SourceState::default()))
+            .unwrap();
+        let read_all = |s: &dyn Source| {
+            let budget = Arc::new(ErrorBudget::new(&ErrorsSection::default(), 0));
+            let mut ids = Vec::new();
+            for p in 0..s.partitions().len() {
+                let mut rejects = Rejects::new(budget.clone(), "j", 1, p);
+                let mut reader = s.open(p).unwrap();
+                while let Some(b) = reader.next_batch(&mut rejects).unwrap() {
+                    let col = b.column(0).as_primitive::<Int64Type>();
+                    ids.extend((0..col.len()).map(|i| col.value(i)));
+                }
+            }
+            ids.sort();
+            ids
+        };
+        let before = read_all(source.as_ref());
+        assert_eq!(before, (1..=13).collect::<Vec<_>>());
+        let split = source.split(1).unwrap();
+        let labels: Vec<&str> = split
+            .partitions()
+            .iter()
+            .map(|p| p.label.as_str())
+            .collect();
+        assert_eq!(labels.len(), 4, "{labels:?}");
+        assert!(labels[1].ends_with("[id 5..=6]"), "{labels:?}");
+        assert!(labels[2].ends_with("[id 7..=8]"), "{labels:?}");
+        assert_eq!(read_all(split.as_ref()), before);
+        // A resumed run plans the split partitions again.
+        let state = SourceState {
+            previous: None,
+            interrupted: split.state(),
+        };
+        let resumed = reg.build_source(&spec, &ctx(&rt, state)).unwrap();
+        assert_eq!(resumed.partitions(), split.partitions());
+        // A one-key range cannot be split.
+        let mut s: Arc<dyn Source> = split;
+        while let Some(next) = s.split(0) {
+            s = next;
+        }
+        assert!(
+            s.partitions()[0].label.ends_with("[id 1..=1]"),
+            "{:?}",
+            s.partitions()
+        );
+    }
+
+    #[test]
     fn sink_stores_other_arrow_types_as_documented() {
         use arrow::array::{
             Date64Array, DictionaryArray, Float32Array, LargeStringArray, Time32MillisecondArray,

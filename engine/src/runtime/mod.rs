@@ -51,6 +51,28 @@ pub struct RunOptions {
     pub restart: bool,
     /// Set to stop taking new partitions; the run stays resumable.
     pub cancel: Arc<AtomicBool>,
+    /// When set, every partition waits for a worker from this gate (the
+    /// scheduler's shared pool) before it starts, and holds it until it
+    /// is committed or abandoned.
+    pub gate: Option<Arc<dyn PartitionGate>>,
+    /// When set, rate limits shared with other runs replace the job's own
+    /// token buckets (the throttle applies the job's limits itself).
+    pub throttle: Option<Arc<dyn Throttle>>,
+}
+
+/// Hands workers to a run's partitions; see [`RunOptions::gate`].
+pub trait PartitionGate: Send + Sync + std::fmt::Debug {
+    /// Blocks until the next partition may start; the returned guard is
+    /// held while it runs. `None` when `cancel` was set first.
+    fn acquire(&self, cancel: &AtomicBool) -> Option<Box<dyn std::any::Any + Send>>;
+    /// How many partitions the run has left to start.
+    fn pending(&self, n: usize);
+}
+
+/// Rate limits shared between runs; see [`RunOptions::throttle`].
+pub trait Throttle: Send + Sync + std::fmt::Debug {
+    /// Accounts for `bytes` and `rows` just read, sleeping as needed.
+    fn acquire(&self, bytes: u64, rows: u64);
 }
 
 /// What a run did.
@@ -116,6 +138,7 @@ struct Shared<'a> {
     cancel: &'a AtomicBool,
     bytes_limit: Option<TokenBucket>,
     rows_limit: Option<TokenBucket>,
+    throttle: Option<&'a dyn Throttle>,
     committed: Mutex<Vec<(CommittedPart, u64, u64)>>,
 }
 
@@ -217,8 +240,17 @@ pub fn run_job(
         budget: Arc::new(ErrorBudget::new(&spec.errors, already_dirty)),
         progress,
         cancel: &opts.cancel,
-        bytes_limit: spec.limits.max_bytes_per_sec.map(|b| TokenBucket::new(b.0)),
-        rows_limit: spec.limits.max_rows_per_sec.map(TokenBucket::new),
+        bytes_limit: spec
+            .limits
+            .max_bytes_per_sec
+            .filter(|_| opts.throttle.is_none())
+            .map(|b| TokenBucket::new(b.0)),
+        rows_limit: spec
+            .limits
+            .max_rows_per_sec
+            .filter(|_| opts.throttle.is_none())
+            .map(TokenBucket::new),
+        throttle: opts.throttle.as_deref(),
         committed: Mutex::new(begin_committed),
     };
     let attempt_bytes_before = progress.bytes_in.load(Ordering::Relaxed);
@@ -227,7 +259,15 @@ pub fn run_job(
     let result = (|| -> Result<String> {
         let already: Vec<CommittedPart> = done.values().map(|(p, _, _)| p.clone()).collect();
         sink.prepare(&run, &schema, &already)?;
+        if let Some(gate) = &opts.gate {
+            gate.pending(pending.len());
+        }
         pool::run(pending, spec.limits.parallelism, &opts.cancel, |_, idx| {
+            // Workers change hands only here, between partitions.
+            let _grant = match &opts.gate {
+                Some(gate) => Some(gate.acquire(&opts.cancel).ok_or(Error::Cancelled)?),
+                None => None,
+            };
             process_partition(&shared, idx)
         })?;
         let committed = shared
@@ -301,6 +341,7 @@ pub fn run_job(
 }
 
 fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
+    let started = Instant::now();
     let info = &sh.source.partitions()[idx];
     let mut reader = sh.source.open(idx)?;
     let mut rejects = Rejects::new(sh.budget.clone(), &sh.spec.job.name, sh.run.run_id, idx);
@@ -345,6 +386,9 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
                 }
                 if let Some(l) = &sh.rows_limit {
                     l.acquire(dr);
+                }
+                if let Some(t) = sh.throttle {
+                    t.acquire(db, dr);
                 }
                 sh.progress.bytes_in.fetch_add(db, Ordering::Relaxed);
                 sh.progress.rows.fetch_add(dr, Ordering::Relaxed);
@@ -416,6 +460,8 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
     sh.budget.add_good(rows_seen);
     sh.state
         .commit_part(sh.run.run_id, &part, bytes_seen, dirty)?;
+    sh.state
+        .set_part_secs(sh.run.run_id, idx, started.elapsed().as_secs_f64())?;
     sh.progress.partitions_done.fetch_add(1, Ordering::Relaxed);
     sh.progress
         .dirty

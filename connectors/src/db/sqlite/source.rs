@@ -421,7 +421,7 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[(&str, Value)]) -> rusqlit
 }
 
 /// Everything a partition reader needs, shared with its thread.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ReadPlan {
     db: DbFile,
     read: Read,
@@ -561,6 +561,24 @@ impl Source for SqliteSource {
 
     fn state(&self) -> Option<String> {
         Some(self.plan.state.store())
+    }
+
+    /// Halves the key range; the ranges are the stored plan, so a resumed
+    /// run reads the split partitions too.
+    fn split(&self, partition: usize) -> Option<Arc<dyn Source>> {
+        self.plan.read.key.as_ref()?;
+        let (lo, hi) = *self.plan.state.ranges.get(partition)?;
+        if hi <= lo {
+            return None;
+        }
+        let mid = (lo as i128 + (hi as i128 - lo as i128) / 2) as i64;
+        let mut plan = (*self.plan).clone();
+        plan.state
+            .ranges
+            .splice(partition..=partition, [(lo, mid), (mid + 1, hi)]);
+        let plan = Arc::new(plan);
+        let infos = plan.partition_infos();
+        Some(Arc::new(SqliteSource { plan, infos }))
     }
 }
 
