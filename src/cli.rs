@@ -382,14 +382,7 @@ fn load(registry: &Registry, path: &PathBuf) -> Result<JobSpec, Error> {
 fn validate(registry: &Registry, path: &PathBuf) -> Result<(), Error> {
     let spec = load(registry, path)?;
     let rt = io_runtime()?;
-    let ctx = BuildContext {
-        io: rt.handle().clone(),
-        batch_rows: spec.limits.batch_rows,
-        policy: spec.errors.policy,
-        parallelism: spec.limits.parallelism,
-        job: spec.job.name.clone(),
-        source_state: Default::default(),
-    };
+    let ctx = BuildContext::for_spec(&spec, rt.handle().clone(), Default::default());
     let head = format!(
         "{}: ok (job `{}`: {} {} -> {} {}",
         path.display(),
@@ -445,14 +438,11 @@ fn io_runtime() -> Result<tokio::runtime::Runtime, Error> {
 fn run(registry: &Registry, cli: &Cli, spec: JobSpec, flags: &RunFlags) -> Result<(), Error> {
     let rt = io_runtime()?;
     let state = StateStore::open(&cli.state)?;
-    let ctx = BuildContext {
-        io: rt.handle().clone(),
-        batch_rows: spec.limits.batch_rows,
-        policy: spec.errors.policy,
-        parallelism: spec.limits.parallelism,
-        job: spec.job.name.clone(),
-        source_state: state.source_state(&spec.job.name, flags.restart)?,
-    };
+    let ctx = BuildContext::for_spec(
+        &spec,
+        rt.handle().clone(),
+        state.source_state(&spec.job.name, flags.restart)?,
+    );
     let source = registry.build_source(&spec, &ctx)?;
     let stages = registry.build_stages(&spec, source.schema())?;
     let sink = registry.build_sink(&spec, &ctx)?;

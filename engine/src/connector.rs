@@ -180,6 +180,25 @@ pub struct BuildContext {
     pub source_state: SourceState,
 }
 
+impl BuildContext {
+    /// The context for running `spec`: its limits and error policy, with
+    /// what earlier runs left for the source.
+    pub fn for_spec(
+        spec: &crate::spec::JobSpec,
+        io: tokio::runtime::Handle,
+        source_state: SourceState,
+    ) -> Self {
+        BuildContext {
+            io,
+            batch_rows: spec.limits.batch_rows,
+            policy: spec.errors.policy,
+            parallelism: spec.limits.parallelism,
+            job: spec.job.name.clone(),
+            source_state,
+        }
+    }
+}
+
 /// Builds sources of one `type`.
 pub trait SourceFactory: Send + Sync {
     /// The `type` name in specs.

@@ -566,6 +566,19 @@ pub struct DbPlanState {
     pub bytes: u64,
 }
 
+/// Halves the key range of `partition` in place (the two halves take its
+/// place); `None` when it holds a single key or there is no such range.
+pub fn split_planned_range(plan: &mut DbPlanState, partition: usize) -> Option<()> {
+    let (lo, hi) = *plan.ranges.get(partition)?;
+    if hi <= lo {
+        return None;
+    }
+    let mid = (lo as i128 + (hi as i128 - lo as i128) / 2) as i64;
+    plan.ranges
+        .splice(partition..=partition, [(lo, mid), (mid + 1, hi)]);
+    Some(())
+}
+
 impl DbPlanState {
     /// Parses a stored state, `None` when absent or from another kind of
     /// source.

@@ -63,6 +63,7 @@ impl KeyCol {
 }
 
 /// A planned MySQL source.
+#[derive(Clone)]
 pub struct MysqlSource {
     ep: Endpoint,
     io: tokio::runtime::Handle,
@@ -82,6 +83,8 @@ pub struct MysqlSource {
     /// The partition key's position among the columns read, to name a
     /// dirty row by its key.
     key_index: Option<usize>,
+    /// What is read, for partition labels.
+    what: String,
 }
 
 /// Plans a source: schema from the statement's metadata, the key and
@@ -227,15 +230,10 @@ fn plan(
         }
     };
     let nothing_new = cursor.is_some() && state.mark_to == state.mark_from;
-    let infos = labels(&what, key.as_ref(), cursor.as_ref(), &state, nothing_new)
-        .into_iter()
-        .enumerate()
-        .map(|(index, label)| PartitionInfo {
-            index,
-            label,
-            bytes: state.bytes,
-        })
-        .collect();
+    let infos = infos(
+        labels(&what, key.as_ref(), cursor.as_ref(), &state, nothing_new),
+        state.bytes,
+    );
     let key_index = key.as_ref().and_then(|k| {
         schema
             .fields()
@@ -256,7 +254,20 @@ fn plan(
         infos,
         table: table.map(|(_, q)| q),
         key_index,
+        what: what.to_string(),
     })
+}
+
+fn infos(labels: Vec<String>, bytes: u64) -> Vec<PartitionInfo> {
+    labels
+        .into_iter()
+        .enumerate()
+        .map(|(index, label)| PartitionInfo {
+            index,
+            label,
+            bytes,
+        })
+        .collect()
 }
 
 fn labels(
@@ -500,6 +511,22 @@ impl Source for MysqlSource {
 
     fn state(&self) -> Option<String> {
         Some(self.plan.store())
+    }
+
+    /// Halves the key range; the ranges are the stored plan, so a resumed
+    /// run reads the split partitions too.
+    fn split(&self, partition: usize) -> Option<Arc<dyn Source>> {
+        if self.nothing_new {
+            return None;
+        }
+        self.key.as_ref()?;
+        let mut s = self.clone();
+        crate::db::split_planned_range(&mut s.plan, partition)?;
+        s.infos = infos(
+            labels(&s.what, s.key.as_ref(), s.cursor.as_ref(), &s.plan, false),
+            s.plan.bytes,
+        );
+        Some(Arc::new(s))
     }
 }
 

@@ -208,6 +208,7 @@ pub struct PgSource {
     statements: Vec<String>,
     infos: Vec<PartitionInfo>,
     plan: DbPlanState,
+    layout: Arc<Layout>,
     batch_rows: usize,
     what: String,
 }
@@ -415,20 +416,57 @@ impl SourceFactory for PgSourceFactory {
             }
             _ => String::new(),
         };
-        let base = match &target.table {
-            Some(t) => t.to_string(),
-            None => "query".to_string(),
+        let layout = Layout {
+            base: match &target.table {
+                Some(t) => t.to_string(),
+                None => "query".to_string(),
+            },
+            table: target.table.is_some(),
+            rel,
+            select,
+            key,
+            incr,
+            incr_label,
         };
+        let (statements, infos) = layout.partitions(&plan);
+        Ok(Arc::new(PgSource {
+            what: format!("{} {what}", redact(&target.conn)),
+            target,
+            io: ctx.io.clone(),
+            schema: Arc::new(Schema::new(fields)),
+            oids: cols.iter().map(|c| (c.oid, c.elem)).collect(),
+            statements,
+            infos,
+            plan,
+            layout: Arc::new(layout),
+            batch_rows: ctx.batch_rows,
+        }))
+    }
+}
+
+/// How a plan's key ranges become partitions: one `COPY` each.
+struct Layout {
+    base: String,
+    table: bool,
+    rel: String,
+    select: String,
+    key: Option<(Ident, KeyKind, bool)>,
+    incr: String,
+    incr_label: String,
+}
+
+impl Layout {
+    fn partitions(&self, plan: &DbPlanState) -> (Vec<String>, Vec<PartitionInfo>) {
         let mut statements = Vec::new();
         let mut infos = Vec::new();
-        let ranges: Vec<Option<(i64, i64)>> = match (&key, plan.ranges.is_empty()) {
+        let ranges: Vec<Option<(i64, i64)>> = match (&self.key, plan.ranges.is_empty()) {
             (Some(_), false) => plan.ranges.iter().copied().map(Some).collect(),
             _ => vec![None],
         };
         for (i, r) in ranges.iter().enumerate() {
             let mut preds = Vec::new();
-            let mut label = base.clone();
-            if let (Some((k, kind, not_null)), Some((lo, hi))) = (&key, r) {
+            let mut label = self.base.clone();
+            if let (Some((k, kind, not_null)), Some((lo, hi))) = (&self.key, r) {
                 preds.push(range_predicate(
                     &k.quoted(Q),
                     &kind.literal(*lo),
@@ -437,11 +475,12 @@ impl SourceFactory for PgSourceFactory {
                 ));
                 label += &format!("[{k} {}..={}]", kind.show(*lo), kind.show(*hi));
             }
-            if !incr.is_empty() {
-                preds.push(incr.clone());
+            if !self.incr.is_empty() {
+                preds.push(self.incr.clone());
             }
-            label += &incr_label;
-            let sql = if preds.is_empty() && target.table.is_some() {
+            label += &self.incr_label;
+            let (rel, select) = (&self.rel, &self.select);
+            let sql = if preds.is_empty() && self.table {
                 format!("COPY {rel} ({select}) TO STDOUT (FORMAT binary)")
             } else {
                 format!(
@@ -460,17 +499,7 @@ impl SourceFactory for PgSourceFactory {
                 bytes: plan.bytes,
             });
         }
-        Ok(Arc::new(PgSource {
-            what: format!("{} {what}", redact(&target.conn)),
-            target,
-            io: ctx.io.clone(),
-            schema: Arc::new(Schema::new(fields)),
-            oids: cols.iter().map(|c| (c.oid, c.elem)).collect(),
-            statements,
-            infos,
-            plan,
-            batch_rows: ctx.batch_rows,
-        }))
+        (statements, infos)
     }
 }
 
@@ -530,6 +559,27 @@ impl Source for PgSource {
 
     fn state(&self) -> Option<String> {
         Some(self.plan.store())
+    }
+
+    /// Halves the key range; the ranges are the stored plan, so a resumed
+    /// run reads the split partitions too.
+    fn split(&self, partition: usize) -> Option<Arc<dyn Source>> {
+        self.layout.key.as_ref()?;
+        let mut plan = self.plan.clone();
+        crate::db::split_planned_range(&mut plan, partition)?;
+        let (statements, infos) = self.layout.partitions(&plan);
+        Some(Arc::new(PgSource {
+            target: self.target.clone(),
+            io: self.io.clone(),
+            schema: self.schema.clone(),
+            oids: self.oids.clone(),
+            statements,
+            infos,
+            plan,
+            layout: self.layout.clone(),
+            batch_rows: self.batch_rows,
+            what: self.what.clone(),
+        }))
     }
 }
 

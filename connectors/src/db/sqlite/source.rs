@@ -567,15 +567,8 @@ impl Source for SqliteSource {
     /// run reads the split partitions too.
     fn split(&self, partition: usize) -> Option<Arc<dyn Source>> {
         self.plan.read.key.as_ref()?;
-        let (lo, hi) = *self.plan.state.ranges.get(partition)?;
-        if hi <= lo {
-            return None;
-        }
-        let mid = (lo as i128 + (hi as i128 - lo as i128) / 2) as i64;
         let mut plan = (*self.plan).clone();
-        plan.state
-            .ranges
-            .splice(partition..=partition, [(lo, mid), (mid + 1, hi)]);
+        crate::db::split_planned_range(&mut plan.state, partition)?;
         let plan = Arc::new(plan);
         let infos = plan.partition_infos();
         Some(Arc::new(SqliteSource { plan, infos }))
