@@ -1,6 +1,7 @@
 //! Built-in stage types.
 
 pub mod crypt;
+pub mod frame;
 pub mod keys;
 pub mod mask;
 
