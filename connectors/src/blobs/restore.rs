@@ -208,10 +208,12 @@ pub fn decrypt(
         )));
     }
     let manifest = read_manifest(&loc, io)?;
+    // A blob sink stores a file as its first path plus `.zst` when it
+    // compressed without encrypting; a `.zst` that is not in the manifest
+    // was compressed at the source and stays as it is.
     let zst_stored: HashMap<&str, &str> = manifest
         .iter()
-        .filter(|e| e.status == "written" && e.stored.ends_with(".zst"))
-        .map(|e| (e.stored.as_str(), e.path.as_str()))
+        .filter_map(|e| Some((e.stored.as_str(), e.stored.strip_suffix(".zst")?)))
         .collect();
     let abs = std::path::absolute(&dst_path)
         .map_err(|e| Error::io(format!("resolving {}", dst_path.display()), e))?;
