@@ -629,7 +629,7 @@ fn blob_copy_spec(
         || (!sink.ends_with('/') && tidex_connectors::files_kind_for_name(sink).is_some())
     {
         return Err(Error::Config(format!(
-            "{source:?} is copied as files of any type (blobs), so the sink is a directory: end {sink:?} with /"
+            "{source:?} is copied as files of any type (blobs: not one tabular format tidex reads as records), so the sink is a directory: end {sink:?} with /"
         )));
     }
     let name = name.clone().unwrap_or_else(|| {

@@ -612,3 +612,41 @@ fn five_gb_file_round_trips_in_bounded_memory() {
     );
     assert_eq!(tree_hashes(&s.path("back")), tree_hashes(&s.path("in")));
 }
+
+#[test]
+fn copy_copies_files_as_blobs_when_they_are_not_one_tabular_format() {
+    let s = Scratch::new();
+    s.write("csvs/a.csv", "id\n1\n");
+    s.write("csvs/b.csv", "id\n2\n");
+    s.write("mixed/a.csv", "id\n1\n");
+    s.write("mixed/scan.pdf", "%PDF-1.7");
+    s.write("scan.pdf", "%PDF-1.7");
+    let kind = |args: &[&str]| {
+        let mut a = vec!["copy"];
+        a.extend_from_slice(args);
+        a.push("--print-spec");
+        let text = stdout(&s.ok(&a));
+        text.split("[source]\ntype = \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(kind(&["csvs/", "out/"]), "csv");
+    assert_eq!(kind(&["csvs/", "out/", "--blobs"]), "blobs");
+    assert_eq!(kind(&["blobs:csvs/", "out/"]), "blobs");
+    assert_eq!(kind(&["mixed/", "out/"]), "blobs");
+    assert_eq!(kind(&["scan.pdf", "out/"]), "blobs");
+    assert_eq!(kind(&["mixed/*.pdf", "out/"]), "blobs");
+    let o = s.run(&["copy", "mixed/", "out.parquet"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("end \"out.parquet\" with /"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.run(&["copy", "mixed/", "out/", "--key", "k.key"]);
+    assert!(stderr(&o).contains("add --encrypt"), "{}", stderr(&o));
+}

@@ -107,8 +107,21 @@ pub fn is_blob_source(url: &str, io: &tokio::runtime::Handle) -> tidex_engine::R
     #[cfg(feature = "blobs")]
     {
         let loc = files::location::Location::parse(url)?;
-        if loc.glob.is_some() || !loc.is_dir() {
+        if loc.glob.is_some() {
             return Ok(files::kind_for_url(url).is_none());
+        }
+        if !loc.is_dir() {
+            // Only a file that is there: a missing one is reported as such.
+            if files::kind_for_url(url).is_some() {
+                return Ok(false);
+            }
+            if let Some(l) = &loc.local {
+                return Ok(l.is_file());
+            }
+            let (store, path) = (loc.store.clone(), loc.path.clone());
+            return Ok(io
+                .block_on(async move { object_store::ObjectStoreExt::head(&store, &path).await })
+                .is_ok());
         }
         let base = loc.path.parts().count();
         let mut kinds = std::collections::BTreeSet::new();
