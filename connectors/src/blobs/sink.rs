@@ -20,6 +20,11 @@
 //! renames (object stores: the old objects are deleted, the new moved in);
 //! `append` moves the run's files in, replacing files at the same paths.
 //! `_tidex_manifest.jsonl` always describes the latest run.
+//!
+//! A file's BLAKE3 is computed once: by the source (rows with a `blake3`
+//! column carry it on each file's last row, and the sink takes it) or, for
+//! rows without one, by the sink. The receiver checks it on restore
+//! (`tidex decrypt`), end to end.
 
 use super::{check_path, ManifestEntry, INDEX, MANIFEST};
 use crate::files::io::UploadWriter;
@@ -752,7 +757,8 @@ struct OpenFile {
     size: u64,
     modified: Option<i64>,
     next: u64,
-    hasher: blake3::Hasher,
+    /// `None` when the rows carry the hash.
+    hasher: Option<blake3::Hasher>,
     out: Encoded<Counted<Out>>,
     stored: String,
     display: String,
@@ -780,7 +786,13 @@ fn bad(file: &str, offset: Option<u64>, reason: String) -> Error {
 }
 
 impl BlobPartWriter {
-    fn open_file(&self, rel: &str, size: u64, modified: Option<i64>) -> Result<OpenFile> {
+    fn open_file(
+        &self,
+        rel: &str,
+        size: u64,
+        modified: Option<i64>,
+        hashed: bool,
+    ) -> Result<OpenFile> {
         let inner = &self.inner;
         let stored = format!("{rel}{}", inner.encoding.suffix());
         let path = inner.staged(self.run_id, &stored);
@@ -808,7 +820,7 @@ impl BlobPartWriter {
             size,
             modified,
             next: 0,
-            hasher: blake3::Hasher::new(),
+            hasher: (!hashed).then(blake3::Hasher::new),
             out,
             stored,
             display,
@@ -817,18 +829,22 @@ impl BlobPartWriter {
 
     fn finish_file(&mut self, declared: Option<&str>) -> Result<()> {
         let f = self.cur.take().expect("a file is open");
-        let hash = f.hasher.finalize().to_hex().to_string();
-        if let Some(d) = declared {
-            if !d.eq_ignore_ascii_case(&hash) {
+        let hash = match (&f.hasher, declared) {
+            (Some(h), _) => h.finalize().to_hex().to_string(),
+            (None, Some(d)) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                d.to_ascii_lowercase()
+            }
+            (None, d) => {
                 return Err(bad(
                     &f.display,
                     None,
                     format!(
-                        "content hash mismatch: the rows say BLAKE3 {d}, the content is {hash}"
+                        "the last row of this blob has {} in its blake3 column, not a BLAKE3 hash",
+                        d.map_or("NULL".to_string(), |d| format!("{d:?}"))
                     ),
-                ));
+                ))
             }
-        }
+        };
         let counted = f
             .out
             .finish()
@@ -929,7 +945,7 @@ impl PartitionWriter for BlobPartWriter {
                     ));
                 }
                 let m = modified.and_then(|m| (!m.is_null(r)).then(|| m.value(r)));
-                self.cur = Some(self.open_file(p, sz, m)?);
+                self.cur = Some(self.open_file(p, sz, m, hash.is_some())?);
             }
             let cur = self.cur.as_mut().expect("a file is open");
             if off != cur.next || sz != cur.size || off + data.len() as u64 > sz {
@@ -944,7 +960,9 @@ impl PartitionWriter for BlobPartWriter {
                     ),
                 ));
             }
-            cur.hasher.update(data);
+            if let Some(h) = &mut cur.hasher {
+                h.update(data);
+            }
             cur.out
                 .write_all(data)
                 .map_err(|e| Error::io(format!("writing {}", cur.display), e))?;

@@ -9,8 +9,9 @@ use super::schema;
 use crate::files::io::ChunkStream;
 use crate::files::location::Location;
 use arrow::array::{
-    ArrayRef, LargeBinaryBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    ArrayRef, LargeBinaryArray, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
@@ -363,8 +364,10 @@ impl BlobReader {
         })
     }
 
-    /// The next chunk of the current file.
-    fn read_chunk(&mut self) -> Result<Vec<u8>> {
+    /// Appends the next chunk of the current file to `values`; returns its
+    /// length. Chunks go straight into the batch's value buffer: no copy
+    /// between the file and the Arrow array.
+    fn read_chunk(&mut self, values: &mut Vec<u8>) -> Result<usize> {
         let cur = self.cur.as_mut().expect("a file is open");
         let f = &self.files[cur.file];
         let len = (f.size - cur.off).min(self.chunk as u64) as usize;
@@ -381,24 +384,24 @@ impl BlobReader {
                 ),
             )
         };
+        let start = values.len();
         match &mut cur.input {
-            Input::Empty => Ok(Vec::new()),
+            Input::Empty => {}
             Input::Local(file) => {
-                let mut buf = Vec::with_capacity(len);
                 (&mut *file)
                     .take(len as u64)
-                    .read_to_end(&mut buf)
+                    .read_to_end(values)
                     .map_err(|e| Error::io(format!("reading {}", f.display), e))?;
-                if buf.len() < len {
-                    return Err(short());
-                }
-                Ok(buf)
             }
             Input::Remote(stream) => match stream.next_chunk()? {
-                Some(b) if b.len() == len => Ok(b.to_vec()),
-                _ => Err(short()),
+                Some(b) if b.len() == len => values.extend_from_slice(&b),
+                _ => return Err(short()),
             },
         }
+        if values.len() - start < len {
+            return Err(short());
+        }
+        Ok(len)
     }
 }
 
@@ -410,9 +413,10 @@ impl SourceReader for BlobReader {
         let mut size = UInt64Builder::new();
         let mut modified = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let mut hash = StringBuilder::new();
-        let mut chunk = LargeBinaryBuilder::with_capacity(8, cap);
-        let (mut rows, mut bytes) = (0usize, 0usize);
-        while rows < self.batch_rows && bytes < cap {
+        let mut values: Vec<u8> = Vec::with_capacity(cap + self.chunk);
+        let mut offsets: Vec<i64> = vec![0];
+        let mut rows = 0usize;
+        while rows < self.batch_rows && values.len() < cap {
             if self.cur.is_none() {
                 if self.next >= self.end {
                     break;
@@ -421,19 +425,19 @@ impl SourceReader for BlobReader {
                 self.cur = Some(c);
                 self.next += 1;
             }
-            let data = self.read_chunk()?;
+            let start = values.len();
+            let n = self.read_chunk(&mut values)?;
             let cur = self.cur.as_mut().expect("a file is open");
             let f = &self.files[cur.file];
-            cur.hasher.update(&data);
+            cur.hasher.update(&values[start..]);
             path.append_value(&f.rel);
             offset.append_value(cur.off);
             size.append_value(f.size);
             modified.append_option(f.modified);
-            chunk.append_value(&data);
-            cur.off += data.len() as u64;
+            offsets.push(values.len() as i64);
+            cur.off += n as u64;
             rows += 1;
-            bytes += data.len();
-            self.bytes += data.len() as u64;
+            self.bytes += n as u64;
             if cur.off == f.size {
                 hash.append_value(cur.hasher.finalize().to_hex().as_str());
                 if let Some(p) = &f.fs {
@@ -469,7 +473,11 @@ impl SourceReader for BlobReader {
             Arc::new(size.finish()),
             Arc::new(modified.finish()),
             Arc::new(hash.finish()),
-            Arc::new(chunk.finish()),
+            Arc::new(LargeBinaryArray::new(
+                OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                Buffer::from_vec(values),
+                None,
+            )),
         ];
         RecordBatch::try_new(schema(), cols)
             .map(Some)

@@ -432,7 +432,7 @@ impl<W: Write> FrameWriter<W> {
             counter: 0,
             chunk,
             threads,
-            pending: Vec::with_capacity(chunk * threads * PER_THREAD + chunk),
+            pending: Vec::new(),
             out: Vec::new(),
             written: 0,
             header_written: false,
@@ -728,26 +728,39 @@ impl<R: Read> Read for ToTheEnd<R> {
 /// zstd file (frames concatenate); each frame carries a checksum.
 pub struct ZstdBlockWriter<W: Write> {
     inner: W,
+    level: i32,
+    threads: usize,
+    /// One per thread, made when a round first has that many blocks.
     compressors: Vec<zstd::bulk::Compressor<'static>>,
     raw: Vec<u8>,
     frames: usize,
     read: u64,
 }
 
+fn compressor(level: i32) -> std::io::Result<zstd::bulk::Compressor<'static>> {
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+    Ok(c)
+}
+
+thread_local! {
+    /// A compressor per level for rounds of one block (small files): making
+    /// a zstd context per file costs more than compressing most of them.
+    static ONE_BLOCK: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl<W: Write> ZstdBlockWriter<W> {
     /// Compresses into `inner` at `level` (1..=22).
     pub fn new(inner: W, level: i32, threads: usize) -> std::io::Result<Self> {
-        let threads = threads.max(1);
-        let mut compressors = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let mut c = zstd::bulk::Compressor::new(level)?;
-            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
-            compressors.push(c);
-        }
+        // Fail now on a bad level rather than at the first block.
+        zstd::bulk::Compressor::new(level)?;
         Ok(ZstdBlockWriter {
             inner,
-            compressors,
-            raw: Vec::with_capacity(ZSTD_BLOCK * threads * PER_THREAD),
+            level,
+            threads: threads.max(1),
+            compressors: Vec::new(),
+            raw: Vec::new(),
             frames: 0,
             read: 0,
         })
@@ -762,7 +775,25 @@ impl<W: Write> ZstdBlockWriter<W> {
         } else {
             self.raw.chunks(ZSTD_BLOCK).collect()
         };
-        let outs = par_each(&mut blocks, &mut self.compressors, |_, b, c| c.compress(b));
+        let outs = if blocks.len() == 1 {
+            let level = self.level;
+            vec![ONE_BLOCK.with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if !pool.iter().any(|(l, _)| *l == level) {
+                    pool.push((level, compressor(level)?));
+                }
+                let (_, c) = pool.iter_mut().find(|(l, _)| *l == level).expect("added");
+                c.compress(blocks[0])
+            })]
+        } else {
+            let want = self.threads.min(blocks.len());
+            while self.compressors.len() < want {
+                self.compressors.push(compressor(self.level)?);
+            }
+            par_each(&mut blocks, &mut self.compressors[..want], |_, b, c| {
+                c.compress(b)
+            })
+        };
         for o in outs {
             self.inner.write_all(&o?)?;
             self.frames += 1;
@@ -782,7 +813,7 @@ impl<W: Write> ZstdBlockWriter<W> {
 
 impl<W: Write> Write for ZstdBlockWriter<W> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let round = ZSTD_BLOCK * self.compressors.len() * PER_THREAD;
+        let round = ZSTD_BLOCK * self.threads * PER_THREAD;
         let take = data.len().min(round - self.raw.len());
         self.raw.extend_from_slice(&data[..take]);
         self.read += take as u64;
