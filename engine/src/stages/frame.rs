@@ -398,7 +398,6 @@ pub struct FrameWriter<W: Write> {
     chunk: usize,
     threads: usize,
     pending: Vec<u8>,
-    out: Vec<u8>,
     written: u64,
     header_written: bool,
 }
@@ -433,7 +432,6 @@ impl<W: Write> FrameWriter<W> {
             chunk,
             threads,
             pending: Vec::new(),
-            out: Vec::new(),
             written: 0,
             header_written: false,
         })
@@ -452,7 +450,6 @@ impl<W: Write> FrameWriter<W> {
     /// file's final chunk when `last` (and may be short).
     fn seal(&mut self, n: usize, last: bool) -> std::io::Result<()> {
         self.write_header()?;
-        let stride = self.chunk + TAG;
         let plain_len = if last {
             self.pending.len()
         } else {
@@ -462,30 +459,32 @@ impl<W: Write> FrameWriter<W> {
         if (first as u64) + n as u64 > u32::MAX as u64 + 1 {
             return Err(FrameError::TooLarge.into());
         }
-        self.out.clear();
-        for i in 0..n {
-            let start = i * self.chunk;
-            let end = (start + self.chunk).min(plain_len);
-            self.out.extend_from_slice(&self.pending[start..end]);
-            self.out.extend_from_slice(&[0u8; TAG]);
-        }
-        {
-            let mut items: Vec<&mut [u8]> = self.out.chunks_mut(stride).collect();
+        // Sealed in place in `pending`; tags are written after each chunk,
+        // so no byte is copied on the way out.
+        let tags = {
+            let mut items: Vec<&mut [u8]> =
+                self.pending[..plain_len].chunks_mut(self.chunk).collect();
+            if items.is_empty() {
+                items.push(&mut []); // the empty last chunk of an empty file
+            }
             let mut states = vec![(); self.threads.min(n)];
             let (cipher, header, prefix) = (&self.cipher, &self.header, &self.prefix);
             par_each(&mut items, &mut states, |i, c, _| {
-                let body = c.len() - TAG;
                 let is_last = last && i == n - 1;
-                let tag = cipher.seal_in_place(
+                cipher.seal_in_place(
                     &nonce(prefix, first.wrapping_add(i as u32), is_last),
                     header,
-                    &mut c[..body],
-                );
-                c[body..].copy_from_slice(&tag);
-            });
+                    c,
+                )
+            })
+        };
+        for (i, tag) in tags.iter().enumerate() {
+            let start = i * self.chunk;
+            let end = (start + self.chunk).min(plain_len);
+            self.inner.write_all(&self.pending[start..end])?;
+            self.inner.write_all(tag)?;
+            self.written += (end - start + TAG) as u64;
         }
-        self.inner.write_all(&self.out)?;
-        self.written += self.out.len() as u64;
         self.counter = first.wrapping_add(n as u32);
         self.pending.drain(..plain_len);
         Ok(())
@@ -753,8 +752,12 @@ thread_local! {
 impl<W: Write> ZstdBlockWriter<W> {
     /// Compresses into `inner` at `level` (1..=22).
     pub fn new(inner: W, level: i32, threads: usize) -> std::io::Result<Self> {
-        // Fail now on a bad level rather than at the first block.
-        zstd::bulk::Compressor::new(level)?;
+        if !(1..=22).contains(&level) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("zstd level {level} is outside 1..=22"),
+            ));
+        }
         Ok(ZstdBlockWriter {
             inner,
             level,
