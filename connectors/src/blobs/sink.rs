@@ -679,6 +679,7 @@ impl Sink for BlobSink {
             bytes: 0,
             cur: None,
             entries: Vec::new(),
+            last_dir: None,
         }))
     }
 
@@ -772,6 +773,8 @@ struct BlobPartWriter {
     bytes: u64,
     cur: Option<OpenFile>,
     entries: Vec<ManifestEntry>,
+    /// The staging folder created last.
+    last_dir: Option<PathBuf>,
 }
 
 fn bad(file: &str, offset: Option<u64>, reason: String) -> Error {
@@ -787,25 +790,29 @@ fn bad(file: &str, offset: Option<u64>, reason: String) -> Error {
 
 impl BlobPartWriter {
     fn open_file(
-        &self,
+        &mut self,
         rel: &str,
         size: u64,
         modified: Option<i64>,
         hashed: bool,
     ) -> Result<OpenFile> {
-        let inner = &self.inner;
+        let inner = self.inner.clone();
         let stored = format!("{rel}{}", inner.encoding.suffix());
         let path = inner.staged(self.run_id, &stored);
         let display = rel.to_string();
         let out = match inner.staged_fs(self.run_id, &stored) {
             Some(fs) => {
-                if let Some(d) = fs.parent() {
+                // Files come sorted by path: most share the last one's folder.
+                if let Some(d) = fs.parent().filter(|d| self.last_dir.as_deref() != Some(*d)) {
                     std::fs::create_dir_all(d)
                         .map_err(|e| inner.io_err(&format!("creating {}", d.display()), e))?;
+                    self.last_dir = Some(d.to_path_buf());
                 }
                 let f = std::fs::File::create(&fs)
                     .map_err(|e| inner.io_err(&format!("creating {}", fs.display()), e))?;
-                Out::Local(std::io::BufWriter::with_capacity(1 << 20, f), fs)
+                // Encoders write whole blocks; the buffer only gathers tags
+                // and the small writes of small files.
+                Out::Local(std::io::BufWriter::with_capacity(128 << 10, f), fs)
             }
             None => Out::Upload(UploadWriter::create(
                 &inner.io,
@@ -904,7 +911,10 @@ impl PartitionWriter for BlobPartWriter {
         };
         let hash = hash.as_ref().map(|h| h.as_string::<i32>());
         let modified = match batch.column_by_name("modified") {
-            Some(c) => Some(cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None))?),
+            Some(c) => Some(cast(
+                c,
+                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            )?),
             None => None,
         };
         let modified = modified
