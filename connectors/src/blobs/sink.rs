@@ -880,6 +880,12 @@ impl BlobPartWriter {
     }
 }
 
+fn write_run(cur: &mut OpenFile, bytes: &[u8]) -> Result<()> {
+    cur.out
+        .write_all(bytes)
+        .map_err(|e| Error::io(format!("writing {}", cur.display), e))
+}
+
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a arrow::array::ArrayRef> {
     batch
         .column_by_name(name)
@@ -920,6 +926,8 @@ impl PartitionWriter for BlobPartWriter {
         let modified = modified
             .as_ref()
             .map(|m| m.as_primitive::<arrow::datatypes::TimestampMicrosecondType>());
+        let (values, offs) = (chunk.value_data(), chunk.value_offsets());
+        let mut run: Option<(usize, usize)> = None;
         for r in 0..batch.num_rows() {
             if path.is_null(r) || offset.is_null(r) || size.is_null(r) || chunk.is_null(r) {
                 return Err(bad(
@@ -973,15 +981,30 @@ impl PartitionWriter for BlobPartWriter {
             if let Some(h) = &mut cur.hasher {
                 h.update(data);
             }
-            cur.out
-                .write_all(data)
-                .map_err(|e| Error::io(format!("writing {}", cur.display), e))?;
+            // A file's consecutive rows lie back to back in the value
+            // buffer: they go to the encoder in one write, which lets block
+            // zstd compress them in place, in parallel.
+            let (a, b) = (offs[r] as usize, offs[r + 1] as usize);
+            run = match run {
+                Some((s, e)) if e == a => Some((s, b)),
+                Some((s, e)) => {
+                    write_run(cur, &values[s..e])?;
+                    Some((a, b))
+                }
+                None => Some((a, b)),
+            };
             cur.next += data.len() as u64;
             self.rows += 1;
             if cur.next == cur.size {
+                if let Some((s, e)) = run.take() {
+                    write_run(cur, &values[s..e])?;
+                }
                 let declared = hash.and_then(|h| (!h.is_null(r)).then(|| h.value(r)));
                 self.finish_file(declared)?;
             }
+        }
+        if let (Some(cur), Some((s, e))) = (self.cur.as_mut(), run) {
+            write_run(cur, &values[s..e])?;
         }
         Ok(())
     }

@@ -742,6 +742,40 @@ fn compressor(level: i32) -> std::io::Result<zstd::bulk::Compressor<'static>> {
     Ok(c)
 }
 
+/// Compresses `data` as frames of [`ZSTD_BLOCK`] bytes on up to `threads`
+/// threads; empty `data` is one empty frame.
+fn compress_blocks(
+    level: i32,
+    threads: usize,
+    compressors: &mut Vec<zstd::bulk::Compressor<'static>>,
+    data: &[u8],
+) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut blocks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[][..]]
+    } else {
+        data.chunks(ZSTD_BLOCK).collect()
+    };
+    if blocks.len() == 1 {
+        return ONE_BLOCK.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if !pool.iter().any(|(l, _)| *l == level) {
+                pool.push((level, compressor(level)?));
+            }
+            let (_, c) = pool.iter_mut().find(|(l, _)| *l == level).expect("added");
+            Ok(vec![c.compress(blocks[0])?])
+        });
+    }
+    let want = threads.min(blocks.len());
+    while compressors.len() < want {
+        compressors.push(compressor(level)?);
+    }
+    par_each(&mut blocks, &mut compressors[..want], |_, b, c| {
+        c.compress(b)
+    })
+    .into_iter()
+    .collect()
+}
+
 thread_local! {
     /// A compressor per level for rounds of one block (small files): making
     /// a zstd context per file costs more than compressing most of them.
@@ -773,32 +807,9 @@ impl<W: Write> ZstdBlockWriter<W> {
         if self.raw.is_empty() && self.frames > 0 {
             return Ok(());
         }
-        let mut blocks: Vec<&[u8]> = if self.raw.is_empty() {
-            vec![&[][..]] // an empty input is still one (empty) frame
-        } else {
-            self.raw.chunks(ZSTD_BLOCK).collect()
-        };
-        let outs = if blocks.len() == 1 {
-            let level = self.level;
-            vec![ONE_BLOCK.with(|pool| {
-                let mut pool = pool.borrow_mut();
-                if !pool.iter().any(|(l, _)| *l == level) {
-                    pool.push((level, compressor(level)?));
-                }
-                let (_, c) = pool.iter_mut().find(|(l, _)| *l == level).expect("added");
-                c.compress(blocks[0])
-            })]
-        } else {
-            let want = self.threads.min(blocks.len());
-            while self.compressors.len() < want {
-                self.compressors.push(compressor(self.level)?);
-            }
-            par_each(&mut blocks, &mut self.compressors[..want], |_, b, c| {
-                c.compress(b)
-            })
-        };
+        let outs = compress_blocks(self.level, self.threads, &mut self.compressors, &self.raw)?;
         for o in outs {
-            self.inner.write_all(&o?)?;
+            self.inner.write_all(&o)?;
             self.frames += 1;
         }
         self.raw.clear();
@@ -817,6 +828,22 @@ impl<W: Write> ZstdBlockWriter<W> {
 impl<W: Write> Write for ZstdBlockWriter<W> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let round = ZSTD_BLOCK * self.threads * PER_THREAD;
+        if self.raw.is_empty() && data.len() >= ZSTD_BLOCK {
+            // Whole blocks are compressed straight from the caller's bytes.
+            let take = data.len().min(round) / ZSTD_BLOCK * ZSTD_BLOCK;
+            let outs = compress_blocks(
+                self.level,
+                self.threads,
+                &mut self.compressors,
+                &data[..take],
+            )?;
+            for o in outs {
+                self.inner.write_all(&o)?;
+                self.frames += 1;
+            }
+            self.read += take as u64;
+            return Ok(take);
+        }
         let take = data.len().min(round - self.raw.len());
         self.raw.extend_from_slice(&data[..take]);
         self.read += take as u64;
