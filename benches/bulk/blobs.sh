@@ -67,6 +67,7 @@ cmd_for() {
     esac
 }
 
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A walls rss outbytes
 for rep in $(seq 1 "$reps"); do
     for t in "${tools[@]}"; do
@@ -112,7 +113,7 @@ result="$root/benches/results/blobs-$date_tag-vm.md"
     echo
     echo "- input: $files files, $(awk "BEGIN {printf \"%.1f\", $bytes/1e6}") MB (benches/bulk/gen_blobs.py $mb: 60% in 4 large files, 20% in 5 MB files, 20% in files under 100 kB; half text-like, half random)"
     echo "- $reps rep(s) per tool, interleaved, median wall time; page cache holds the input; outputs are not fsynced by any tool; sync before every rep"
-    echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB; load average $load_before before the runs (other builds share the machine)"
     echo "- tidex $("$tidex" --version | cut -d' ' -f2) ($(git -C "$root" rev-parse --short HEAD)); $(zstd --version | head -1); $(openssl version)"
     echo "- x tidex = tool's median / tidex's median for the same cipher (above 1: tidex is faster); cp -r is compared with tidex-aes"
     echo
