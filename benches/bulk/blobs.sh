@@ -68,15 +68,16 @@ cmd_for() {
 }
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A walls rss outbytes
+declare -A walls rss outbytes cpus
 for rep in $(seq 1 "$reps"); do
     for t in "${tools[@]}"; do
         rm -rf out state && mkdir -p out state
         sync
         c="$(cmd_for "$t")"
-        /usr/bin/time -f "%e %M" -o time.txt bash -c "$c" >/dev/null
-        read -r wall kb < time.txt
+        /usr/bin/time -f "%e %M %U %S" -o time.txt bash -c "$c" >/dev/null
+        read -r wall kb user sys < time.txt
         walls[$t]+="$wall "
+        cpus[$t]+="$(awk "BEGIN {print $user + $sys}") "
         rss[$t]=$(( ${rss[$t]:-0} > kb ? ${rss[$t]:-0} : kb ))
         outbytes[$t]=$(du -sb out | cut -f1)
         echo "rep $rep $t: ${wall}s, ${kb} KiB peak" >&2
@@ -115,10 +116,11 @@ result="$root/benches/results/blobs-$date_tag-vm.md"
     echo "- $reps rep(s) per tool, interleaved, median wall time; page cache holds the input; outputs are not fsynced by any tool; sync before every rep"
     echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB; load average $load_before before the runs (other builds share the machine)"
     echo "- tidex $("$tidex" --version | cut -d' ' -f2) ($(git -C "$root" rev-parse --short HEAD)); $(zstd --version | head -1); $(openssl version)"
+    echo "- the kernel groups CPU time by session (sched_autogroup_enabled = $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo '?')): with other builds running, this session's processes together get about one share of the CPUs, so extra threads add little wall-time speed here; CPU s shows the work each tool does"
     echo "- x tidex = tool's median / tidex's median for the same cipher (above 1: tidex is faster); cp -r is compared with tidex-aes"
     echo
-    echo "| tool | command | median wall s | MB/s | peak RSS MiB | output MB | x tidex | check |"
-    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+    echo "| tool | command | median wall s | MB/s | CPU s (user+sys, median) | peak RSS MiB | output MB | x tidex | check |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     for t in "${tools[@]}"; do
         m=$(echo "${walls[$t]}" | median)
         case "$t" in
@@ -126,8 +128,8 @@ result="$root/benches/results/blobs-$date_tag-vm.md"
             *) ref=$(echo "${walls[tidex-aes]}" | median) ;;
         esac
         c="$(cmd_for "$t" | sed "s|$tidex|tidex|")"
-        printf '| %s | `%s` | %.2f | %.0f | %d | %.1f | %.2fx | %s |\n' "$t" "$c" "$m" \
-            "$(awk "BEGIN {print $bytes/1e6/$m}")" "$(( ${rss[$t]} / 1024 ))" \
+        printf '| %s | `%s` | %.2f | %.0f | %.2f | %d | %.1f | %.2fx | %s |\n' "$t" "$c" "$m" \
+            "$(awk "BEGIN {print $bytes/1e6/$m}")" "$(echo "${cpus[$t]}" | median)" "$(( ${rss[$t]} / 1024 ))" \
             "$(awk "BEGIN {print ${outbytes[$t]}/1e6}")" "$(awk "BEGIN {print $m/$ref}")" "${ok[$t]}"
     done
     echo
