@@ -156,8 +156,44 @@ enum Command {
         /// With --dedupe: also drop keys delivered by earlier runs of this copy.
         #[arg(long, requires = "dedupe")]
         across_runs: bool,
+        /// Encrypt every output file whole: aes-256-gcm or sm4-gcm (needs
+        /// --key; the sink's `encrypt` option). `tidex decrypt` restores.
+        #[arg(long, value_name = "ALGORITHM")]
+        encrypt: Option<String>,
+        /// Key for --encrypt: a key file, or env:NAME / file:PATH.
+        #[arg(long, value_name = "FILE")]
+        key: Option<String>,
+        /// Key id written into encrypted files (default: the key file's
+        /// name without its extension, or the variable's name).
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Copy files of any type as they are (the blobs source and sink),
+        /// even when they look tabular; the same as a `blobs:` prefix on
+        /// the source.
+        #[arg(long)]
+        blobs: bool,
         #[command(flatten)]
         flags: RunFlags,
+    },
+    /// Restore files that tidex encrypted (and compressed): one `.tenc`
+    /// file, or a whole output tree (decrypting `.tenc` files, unpacking
+    /// `.zst` files a blob sink compressed, restoring copies from its
+    /// manifest and checking every BLAKE3 in it).
+    Decrypt {
+        /// A `.tenc` file or a directory tidex wrote (local, memory://, s3://).
+        source: String,
+        /// Local destination: a file, or a new directory for a tree.
+        dest: String,
+        /// The key: a key file, or env:NAME / file:PATH.
+        #[arg(long, value_name = "FILE")]
+        key: Option<String>,
+        /// The key's id (default: the key file's name without its
+        /// extension, or the variable's name); must match the files'.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Print what was restored as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show run history from the state store.
     Runs {
@@ -312,6 +348,13 @@ pub fn main() -> i32 {
                 .and_then(|spec| run(&registry, &cli, spec, flags)),
             Err(e) => Err(e),
         },
+        Command::Decrypt {
+            source,
+            dest,
+            key,
+            key_id,
+            json,
+        } => decrypt(source, dest, key.as_deref(), key_id.as_deref(), *json),
         Command::Runs { job, limit, json } => runs(&cli, job.as_deref(), *limit, *json),
         Command::Head { url, rows } => head(&registry, url, *rows),
         Command::Serve {
@@ -518,11 +561,44 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         dedupe,
         dedupe_last_by,
         across_runs,
+        encrypt,
+        key,
+        key_id,
+        blobs,
         ..
     } = cmd
     else {
         unreachable!("copy_spec is only called for copy")
     };
+    let encrypt_option = match (encrypt, key) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(Error::Config(
+                "--key is the key for --encrypt; add --encrypt aes-256-gcm or sm4-gcm".into(),
+            ))
+        }
+        (Some(_), None) => return Err(Error::Config("--encrypt needs --key FILE".into())),
+        (Some(alg), Some(k)) => {
+            let (key_ref, id) = key_ref(k, key_id.as_deref())?;
+            Some(format!(
+                "encrypt = {{ algorithm = {}, key_id = {}, key = {} }}\n",
+                toml_str(alg),
+                toml_str(&id),
+                toml_str(&key_ref)
+            ))
+        }
+    };
+    let (source, blob_copy) = match source.strip_prefix("blobs:") {
+        Some(rest) => (&rest.to_string(), true),
+        None => (source, *blobs),
+    };
+    let blob_copy = blob_copy || {
+        let rt = io_runtime()?;
+        tidex_connectors::is_blob_source(source, rt.handle())?
+    };
+    if blob_copy {
+        return blob_copy_spec(cmd, source, sink, encrypt_option);
+    }
     let unknown = |url: &str, what: &str| {
         Error::Config(format!(
             "cannot tell the {what} format of {url:?} from its name; use a known extension (.csv, .jsonl, .parquet, .arrow{}) or write a job spec",
@@ -635,6 +711,9 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
     if let Some(l) = compression_level {
         t += &format!("compression_level = {l}\n");
     }
+    if let Some(e) = &encrypt_option {
+        t += e;
+    }
     if parallelism.is_some() || batch_rows.is_some() || max_bytes_per_sec.is_some() {
         t += "\n[limits]\n";
         if let Some(b) = batch_rows {
@@ -666,6 +745,168 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         }
     }
     Ok(t)
+}
+
+/// A key given on the command line, as a key reference and its id: a
+/// plain path is a key file, whose name (without extension) is the default
+/// id; `env:NAME` defaults to NAME.
+fn key_ref(key: &str, key_id: Option<&str>) -> Result<(String, String), Error> {
+    let key_ref = if key.starts_with("env:") || key.starts_with("file:") {
+        key.to_string()
+    } else {
+        format!("file:{key}")
+    };
+    let id = match key_id {
+        Some(id) => id.to_string(),
+        None => {
+            let name = key_ref
+                .strip_prefix("env:")
+                .or_else(|| key_ref.strip_prefix("file:"))
+                .unwrap_or(&key_ref);
+            let file = std::path::Path::new(name);
+            file.file_stem()
+                .or(file.file_name())
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default()
+        }
+    };
+    if id.is_empty() || id.len() > 255 {
+        return Err(Error::Config(format!(
+            "key id {id:?}: give --key-id, a name of 1 to 255 bytes"
+        )));
+    }
+    Ok((key_ref, id))
+}
+
+/// The job spec of a blob copy: a `blobs` source and sink.
+fn blob_copy_spec(
+    cmd: &Command,
+    source: &str,
+    sink: &str,
+    encrypt_option: Option<String>,
+) -> Result<String, Error> {
+    let Command::Copy {
+        name,
+        mode,
+        compression,
+        compression_level,
+        compress,
+        parallelism,
+        max_bytes_per_sec,
+        mask,
+        ..
+    } = cmd
+    else {
+        unreachable!("blob_copy_spec is only called for copy")
+    };
+    if !mask.is_empty() {
+        return Err(Error::Config(
+            "--mask works on columns of records; a blob copy has none".into(),
+        ));
+    }
+    if tidex_connectors::kind_for_url(sink, true).is_some_and(|k| k != "parquet")
+        || (!sink.ends_with('/') && tidex_connectors::files_kind_for_name(sink).is_some())
+    {
+        return Err(Error::Config(format!(
+            "{source:?} is copied as files of any type (blobs: not one tabular format tidex reads as records), so the sink is a directory: end {sink:?} with /"
+        )));
+    }
+    let name = name.clone().unwrap_or_else(|| {
+        let h = blake3::hash(format!("{source}\0{sink}").as_bytes()).to_hex();
+        format!("copy-{}", &h[..12])
+    });
+    let mut t = String::from("# generated by `tidex copy` (files of any type: blobs)\n");
+    t += &format!("[job]\nname = {}\n\n", toml_str(&name));
+    t += &format!("[source]\ntype = \"blobs\"\nurl = {}\n\n", toml_str(source));
+    t += &format!("[sink]\ntype = \"blobs\"\nurl = {}\n", toml_str(sink));
+    if let Some(m) = mode {
+        let m = match m {
+            Mode::Overwrite => "overwrite",
+            Mode::Append => "append",
+            Mode::Fail => "fail",
+        };
+        t += &format!("mode = {}\n", toml_str(m));
+    }
+    let (codec, level) = match compress {
+        Some(c) => {
+            let (codec, level) = c
+                .split_once(':')
+                .map_or((c.as_str(), None), |(a, b)| (a, Some(b)));
+            if codec != "zstd" {
+                return Err(Error::Config(format!(
+                    "--compress {c:?}: expected zstd or zstd:LEVEL"
+                )));
+            }
+            let level = match level {
+                Some(l) => Some(l.parse::<i32>().map_err(|_| {
+                    Error::Config(format!("--compress {c:?}: {l:?} is not a level"))
+                })?),
+                None => *compression_level,
+            };
+            (Some("zstd".to_string()), level)
+        }
+        None => (compression.clone(), *compression_level),
+    };
+    if let Some(c) = codec {
+        t += &format!("compression = {}\n", toml_str(&c));
+    }
+    if let Some(l) = level {
+        t += &format!("compression_level = {l}\n");
+    }
+    if let Some(e) = encrypt_option {
+        t += &e;
+    }
+    if parallelism.is_some() || max_bytes_per_sec.is_some() {
+        t += "\n[limits]\n";
+        if let Some(p) = parallelism {
+            t += &format!("parallelism = {p}\n");
+        }
+        if let Some(m) = max_bytes_per_sec {
+            t += &format!("max_bytes_per_sec = {}\n", toml_str(m));
+        }
+    }
+    Ok(t)
+}
+
+fn decrypt(
+    source: &str,
+    dest: &str,
+    key: Option<&str>,
+    key_id: Option<&str>,
+    json: bool,
+) -> Result<(), Error> {
+    let frame_key = match key {
+        Some(k) => {
+            let (key_ref, id) = key_ref(k, key_id)?;
+            Some(
+                tidex_engine::stages::frame::FrameKey::load(&id, &key_ref)
+                    .map_err(|e| Error::Config(format!("--key: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let rt = io_runtime()?;
+    let started = std::time::Instant::now();
+    let r =
+        tidex_connectors::blobs::restore::decrypt(source, dest, frame_key.as_ref(), rt.handle())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&r).map_err(|e| Error::Internal(e.to_string()))?
+        );
+    } else {
+        println!(
+            "restored {} files ({} decrypted, {} copies), {} bytes, into {} in {:.2}s",
+            r.files,
+            r.decrypted,
+            r.copies,
+            r.bytes,
+            r.output,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    rt.shutdown_background();
+    Ok(())
 }
 
 fn runs(cli: &Cli, job: Option<&str>, limit: usize, json: bool) -> Result<(), Error> {

@@ -4,6 +4,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "blobs")]
+pub mod blobs;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 pub mod db;
 #[cfg(feature = "files")]
@@ -17,6 +19,8 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     #[cfg(feature = "files")]
     files::register(&mut r);
+    #[cfg(feature = "blobs")]
+    blobs::register(&mut r);
     #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
     db::register(&mut r);
     r
@@ -75,4 +79,67 @@ pub fn detect_dir_kind(
     }
     let _ = (url, io);
     Ok(None)
+}
+
+/// The file format an extension names (`people.csv` → `csv`), ignoring
+/// schemes and directories.
+pub fn files_kind_for_name(url: &str) -> Option<&'static str> {
+    #[cfg(feature = "files")]
+    return files::kind_for_url(url);
+    #[cfg(not(feature = "files"))]
+    {
+        let _ = url;
+        None
+    }
+}
+
+/// Whether `tidex copy` copies `url` as files of any type (the blobs
+/// source) rather than as records: a single file without a tabular
+/// extension (`scan.pdf`), or a directory whose visible files are not all
+/// of one tabular format (`docs/` with PDFs and spreadsheets, or CSV and
+/// Parquet mixed). Globs are blobs when their pattern names no tabular
+/// extension. Database URLs never are.
+pub fn is_blob_source(url: &str, io: &tokio::runtime::Handle) -> tidex_engine::Result<bool> {
+    #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+    if db::kind_for_url(url).is_some() {
+        return Ok(false);
+    }
+    #[cfg(feature = "blobs")]
+    {
+        let loc = files::location::Location::parse(url)?;
+        if loc.glob.is_some() {
+            return Ok(files::kind_for_url(url).is_none());
+        }
+        if !loc.is_dir() {
+            // Only a file that is there: a missing one is reported as such.
+            if files::kind_for_url(url).is_some() {
+                return Ok(false);
+            }
+            if let Some(l) = &loc.local {
+                return Ok(l.is_file());
+            }
+            let (store, path) = (loc.store.clone(), loc.path.clone());
+            return Ok(io
+                .block_on(async move { object_store::ObjectStoreExt::head(&store, &path).await })
+                .is_ok());
+        }
+        let base = loc.path.parts().count();
+        let mut kinds = std::collections::BTreeSet::new();
+        for meta in loc.list_under(io, &loc.path)? {
+            let rel: Vec<_> = meta.location.parts().skip(base).collect();
+            if rel.iter().any(|p| p.as_ref().starts_with(['.', '_'])) {
+                continue;
+            }
+            match files::kind_for_url(meta.location.filename().unwrap_or("")) {
+                Some(k) => kinds.insert(k),
+                None => return Ok(true),
+            };
+        }
+        Ok(kinds.len() > 1)
+    }
+    #[cfg(not(feature = "blobs"))]
+    {
+        let _ = (url, io);
+        Ok(false)
+    }
 }

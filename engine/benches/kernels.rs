@@ -1,6 +1,8 @@
 //! Per-core throughput of the stage kernels, next to the raw crates:
 //! AES-256-GCM and SM4-GCM (raw `seal` and the `encrypt` stage on a batch),
-//! BLAKE3, and zstd levels 1 and 3 on CSV text.
+//! BLAKE3, and zstd levels 1 and 3 on CSV text; and the framed file
+//! format's writers (`FrameWriter`, `ZstdBlockWriter`) on one thread and on
+//! every core, next to the raw crate on the same 1 MiB chunks.
 //!
 //!     cargo bench -p tidex-engine --bench kernels
 //!
@@ -10,10 +12,12 @@ use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::io::Write;
 use std::sync::Arc;
 use tidex_engine::dirty::{ErrorBudget, Rejects};
 use tidex_engine::spec::ErrorsSection;
 use tidex_engine::stages::crypt::{Algorithm, Cipher};
+use tidex_engine::stages::frame::{FrameKey, FrameOptions, FrameWriter, ZstdBlockWriter};
 use tidex_engine::{JobSpec, Registry};
 
 fn raw_ciphers(c: &mut Criterion) {
@@ -76,10 +80,10 @@ fn encrypt_stage(c: &mut Criterion) {
     g.finish();
 }
 
-fn hash_and_compress(c: &mut Criterion) {
-    // People-like CSV rows that do not repeat (a repeated sample would make
-    // zstd look far faster than on real data).
-    let mut data = Vec::with_capacity(4 << 20);
+/// People-like CSV rows that do not repeat (a repeated sample would make
+/// zstd look far faster than on real data).
+fn csv_text(len: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(len);
     let mut x: u64 = 42;
     let mut next = || {
         x = x
@@ -91,7 +95,7 @@ fn hash_and_compress(c: &mut Criterion) {
         "王伟", "李娜", "张敏", "刘洋", "陈静", "杨磊", "黄艳", "赵杰",
     ];
     let mut i = 0u64;
-    while data.len() < 4 << 20 {
+    while data.len() < len {
         let row = format!(
             "{i},{},1{:010},{:06}{:08}{:04},{},{}.{:02},2024-{:02}-{:02} {:02}:{:02}:{:02},城市{}路{}号\n",
             names[(next() % 8) as usize],
@@ -113,6 +117,11 @@ fn hash_and_compress(c: &mut Criterion) {
         data.extend_from_slice(row.as_bytes());
         i += 1;
     }
+    data
+}
+
+fn hash_and_compress(c: &mut Criterion) {
+    let data = csv_text(4 << 20);
     let mut g = c.benchmark_group("csv_text_4MiB");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.bench_function("blake3", |b| b.iter(|| blake3::hash(&data)));
@@ -124,5 +133,84 @@ fn hash_and_compress(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, raw_ciphers, encrypt_stage, hash_and_compress);
+/// The framed writers on 8 MiB: sealing per core (threads = 1) beside the
+/// raw crate sealing the same 1 MiB chunks, then on every core; block zstd
+/// per core and on every core; BLAKE3 as the blob sink runs it.
+fn frame_writers(c: &mut Criterion) {
+    let data = csv_text(8 << 20);
+    let cores = tidex_engine::stages::frame::default_threads();
+    let mut g = c.benchmark_group("frame_8MiB");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    for (name, alg) in [
+        ("aes-256-gcm", Algorithm::Aes256Gcm),
+        ("sm4-gcm", Algorithm::Sm4Gcm),
+    ] {
+        let raw = Cipher::new(alg, &vec![7u8; alg.key_len()]).unwrap();
+        g.bench_function(format!("{name}/raw-crate-1MiB-chunks"), |b| {
+            let mut buf = data.clone();
+            b.iter(|| {
+                for (i, ch) in buf.chunks_mut(1 << 20).enumerate() {
+                    let mut n = [0u8; 12];
+                    n[7] = i as u8;
+                    std::hint::black_box(raw.seal_in_place(&n, b"hdr", ch));
+                }
+            })
+        });
+        let key = FrameKey::new("bench", vec![7u8; alg.key_len()]).unwrap();
+        for threads in [1, cores] {
+            g.bench_function(format!("{name}/frame-writer-{threads}-threads"), |b| {
+                b.iter(|| {
+                    let opts = FrameOptions {
+                        threads,
+                        ..FrameOptions::new(alg)
+                    };
+                    let mut w = FrameWriter::new(Vec::with_capacity(9 << 20), &key, opts).unwrap();
+                    w.write_all(&data).unwrap();
+                    w.finish().unwrap()
+                })
+            });
+        }
+    }
+    for level in [1, 3] {
+        g.bench_function(format!("zstd-{level}/raw-crate-1MiB-blocks"), |b| {
+            let mut z = zstd::bulk::Compressor::new(level).unwrap();
+            b.iter(|| {
+                for ch in data.chunks(1 << 20) {
+                    std::hint::black_box(z.compress(ch).unwrap());
+                }
+            })
+        });
+        for threads in [1, cores] {
+            g.bench_function(
+                format!("zstd-{level}/block-writer-{threads}-threads"),
+                |b| {
+                    b.iter(|| {
+                        let mut z = ZstdBlockWriter::new(Vec::new(), level, threads).unwrap();
+                        z.write_all(&data).unwrap();
+                        z.finish().unwrap()
+                    })
+                },
+            );
+        }
+    }
+    g.bench_function("blake3/incremental-1MiB-updates", |b| {
+        b.iter(|| {
+            let mut h = blake3::Hasher::new();
+            for ch in data.chunks(1 << 20) {
+                h.update(ch);
+            }
+            h.finalize()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    raw_ciphers,
+    encrypt_stage,
+    hash_and_compress,
+    frame_writers
+);
 criterion_main!(benches);

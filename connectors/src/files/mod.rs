@@ -11,6 +11,7 @@ pub mod ipc_source;
 pub mod jsonl;
 pub mod location;
 pub mod parquet_source;
+pub mod sealed;
 pub mod sink;
 pub mod types;
 

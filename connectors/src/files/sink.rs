@@ -88,6 +88,12 @@ pub struct FileSinkConfig {
     /// CSV: field delimiter (default `,`).
     #[serde(default)]
     pub delimiter: Option<char>,
+    /// Encrypt every part file whole, in the framed format (parts become
+    /// `part-00000.parquet.tenc`; `tidex decrypt` restores them):
+    /// `{ algorithm = "sm4-gcm", key_id = "…", key = "file:…" }`. Needs a
+    /// directory sink.
+    #[serde(default)]
+    pub encrypt: Option<super::sealed::EncryptOption>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +172,9 @@ impl FileSinkConfig {
         if self.row_group_rows == 0 {
             return Err(cfg.error("row_group_rows", "must be at least 1"));
         }
+        if let Some(e) = &self.encrypt {
+            e.check(cfg)?;
+        }
         Ok(codec)
     }
 }
@@ -212,6 +221,15 @@ impl SinkFactory for FileSinkFactory {
             return Err(cfg.error("url", "a sink URL cannot contain a glob").into());
         }
         let is_dir = loc.is_dir() || !c.url.rsplit('/').next().unwrap_or("").contains('.');
+        if c.encrypt.is_some() && !is_dir {
+            return Err(cfg
+                .error(
+                    "encrypt",
+                    "encrypts each part file of a directory sink; name a directory (out/) as the url",
+                )
+                .into());
+        }
+        let seal = c.encrypt.as_ref().map(|e| e.load(cfg)).transpose()?;
         let name = loc.path.filename().unwrap_or("").to_string();
         let parent = Path::from_iter(
             loc.path
@@ -237,6 +255,7 @@ impl SinkFactory for FileSinkFactory {
             && c.mode != Mode::Append;
         Ok(Arc::new(FileSink {
             format: self.format(),
+            seal,
             codec,
             cfg: c,
             loc,
@@ -255,6 +274,8 @@ impl SinkFactory for FileSinkFactory {
 /// A file sink.
 pub struct FileSink {
     format: Format,
+    /// Per-file encryption of parts.
+    seal: Option<super::sealed::Sealing>,
     codec: Codec,
     cfg: FileSinkConfig,
     loc: Location,
@@ -388,12 +409,19 @@ impl FileSink {
             .map_err(|e| Error::Internal(e.to_string()))
     }
 
-    /// Extension of part files: `csv.zst` for compressed text formats.
+    /// Extension of part files: `csv.zst` for compressed text formats,
+    /// `….tenc` when encrypted.
     fn part_ext(&self) -> &'static str {
-        match (self.format, self.codec) {
-            (Format::Csv, Codec::Zstd(_)) => "csv.zst",
-            (Format::Jsonl, Codec::Zstd(_)) => "jsonl.zst",
-            (f, _) => f.ext(),
+        match (self.format, self.codec, self.seal.is_some()) {
+            (Format::Csv, Codec::Zstd(_), false) => "csv.zst",
+            (Format::Jsonl, Codec::Zstd(_), false) => "jsonl.zst",
+            (Format::Csv, Codec::Zstd(_), true) => "csv.zst.tenc",
+            (Format::Jsonl, Codec::Zstd(_), true) => "jsonl.zst.tenc",
+            (Format::Parquet, _, true) => "parquet.tenc",
+            (Format::Arrow, _, true) => "arrow.tenc",
+            (Format::Csv, _, true) => "csv.tenc",
+            (Format::Jsonl, _, true) => "jsonl.tenc",
+            (f, _, false) => f.ext(),
         }
     }
 
@@ -680,6 +708,8 @@ fn high_cardinality(col: &arrow::array::ArrayRef) -> bool {
 enum Target {
     /// zstd around another target (CSV and JSON-lines parts).
     Zstd(Box<zstd::stream::write::Encoder<'static, Target>>),
+    /// Per-file encryption around another target.
+    Sealed(Box<tidex_engine::stages::frame::FrameWriter<Target>>),
     Upload(UploadWriter),
     Local(LocalPart),
     Memory(Vec<u8>),
@@ -739,6 +769,7 @@ impl std::io::Write for Target {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         match self {
             Target::Zstd(z) => z.write(data),
+            Target::Sealed(s) => s.write(data),
             Target::Upload(w) => w.write(data),
             Target::Local(l) => {
                 let n = l
@@ -889,8 +920,18 @@ impl PartitionWriter for FilePartWriter {
                 .map_err(|e| Error::io(format!("writing {}", self.display), e))?,
             other => other,
         };
+        let w = match w {
+            Target::Sealed(s) => {
+                s.finish()
+                    .map_err(|e| Error::io(format!("writing {}", self.display), e))?
+                    .0
+            }
+            other => other,
+        };
         let (bytes, location) = match w {
-            Target::Zstd(_) => return Err(Error::Internal("zstd inside zstd".into())),
+            Target::Zstd(_) | Target::Sealed(_) => {
+                return Err(Error::Internal("nested part encodings".into()))
+            }
             Target::Upload(w) => (w.finish()?, self.location.clone()),
             Target::Local(l) => (l.finish()?, self.location.clone()),
             Target::Memory(encoded) => {
@@ -1015,6 +1056,17 @@ impl Sink for FileSink {
                 &path,
                 display.clone(),
             )?)
+        };
+        let w = match &self.seal {
+            Some(s) => Target::Sealed(Box::new(
+                tidex_engine::stages::frame::FrameWriter::new(
+                    w,
+                    &s.key,
+                    tidex_engine::stages::frame::FrameOptions::new(s.alg),
+                )
+                .map_err(|e| Error::Config(format!("encrypting {display}: {e}")))?,
+            )),
+            None => w,
         };
         let header = self.cfg.header.unwrap_or(true)
             && (self.is_dir

@@ -55,7 +55,8 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    fn parse(s: &str) -> Option<Self> {
+    /// `aes-256-gcm` or `sm4-gcm` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "aes-256-gcm" => Some(Algorithm::Aes256Gcm),
             "sm4-gcm" => Some(Algorithm::Sm4Gcm),
@@ -63,14 +64,16 @@ impl Algorithm {
         }
     }
 
-    fn code(self) -> u8 {
+    /// The byte that names the algorithm in encrypted cells and files.
+    pub fn code(self) -> u8 {
         match self {
             Algorithm::Aes256Gcm => 1,
             Algorithm::Sm4Gcm => 2,
         }
     }
 
-    fn from_code(c: u8) -> Option<Self> {
+    /// The algorithm a cell or file header names.
+    pub fn from_code(c: u8) -> Option<Self> {
         match c {
             1 => Some(Algorithm::Aes256Gcm),
             2 => Some(Algorithm::Sm4Gcm),
@@ -78,7 +81,8 @@ impl Algorithm {
         }
     }
 
-    fn key_len(self) -> usize {
+    /// Key length in bytes.
+    pub fn key_len(self) -> usize {
         match self {
             Algorithm::Aes256Gcm => 32,
             Algorithm::Sm4Gcm => 16,
@@ -140,6 +144,38 @@ impl Cipher {
         }
         .expect("GCM encryption of an in-memory value cannot fail");
         out.extend_from_slice(&tag);
+    }
+
+    /// Encrypts `buf` in place and returns its 16-byte tag: the framed file
+    /// format seals chunks inside one output buffer without copies.
+    pub fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; 16] {
+        use aes_gcm::aead::AeadInOut;
+        let n = (*nonce).into();
+        let tag = match self {
+            Cipher::Aes(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
+            Cipher::Sm4(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
+        }
+        .expect("GCM encryption of an in-memory value cannot fail");
+        tag.into()
+    }
+
+    /// Decrypts `buf` in place when `tag` authenticates it; `false` (and
+    /// `buf` unspecified) otherwise.
+    pub fn open_in_place(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; 16],
+    ) -> bool {
+        use aes_gcm::aead::AeadInOut;
+        let n = (*nonce).into();
+        let t = (*tag).into();
+        match self {
+            Cipher::Aes(c) => c.decrypt_inout_detached(&n, aad, buf.into(), &t),
+            Cipher::Sm4(c) => c.decrypt_inout_detached(&n, aad, buf.into(), &t),
+        }
+        .is_ok()
     }
 
     /// The plaintext, or `None` when the tag does not match.

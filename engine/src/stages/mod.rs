@@ -2,6 +2,7 @@
 
 pub mod crypt;
 pub mod dedupe;
+pub mod frame;
 pub mod keys;
 pub mod mask;
 #[cfg(feature = "sql")]
