@@ -105,12 +105,13 @@ def svg_chart(scenarios):
         for name, best, vs_peer, x_floor in ratios(s):
             label = s.title if name == "tidex" else f"{s.title} ({name})"
             if vs_peer is not None:
-                bars.append((label, f"vs fastest peer ({best})", vs_peer, "#2b6cb0"))
+                bars.append((label, f"vs fastest peer ({best})", vs_peer, "#2b6cb0", None))
             if x_floor is not None:
-                bars.append((label, "vs floor (floor time / tidex time)", 1 / x_floor, "#a0aec0"))
+                bars.append((label, "vs floor (floor time / tidex time)", 1 / x_floor, "#a0aec0",
+                             1 / PG_FLOOR_TARGET if s.key == "pg" else None))
     width, left, bar_h, gap = 860, 330, 22, 8
-    top = 50
-    height = top + len(bars) * (bar_h + gap) + 50
+    top = 56
+    height = top + len(bars) * (bar_h + gap) + 60
     vmax = max([b[2] for b in bars] + [CSV_TARGET, 1.0]) * 1.1
     scale = (width - left - 80) / vmax
 
@@ -127,16 +128,24 @@ def svg_chart(scenarios):
     if not bars:
         out.append(f'<text x="{width / 2}" y="{top + 10}" text-anchor="middle">no ratios to show</text>')
     y = top
-    for label, what, v, colour in bars:
+    for label, what, v, colour, target in bars:
         out.append(f'<text x="{left - 8}" y="{y + 11}" text-anchor="end">{escape(label)}</text>')
         out.append(f'<text x="{left - 8}" y="{y + 21}" text-anchor="end" fill="#555" font-size="10">'
                    f"{escape(what)}</text>")
         out.append(f'<rect x="{left}" y="{y}" width="{max(v * scale, 1):.1f}" height="{bar_h}" fill="{colour}"/>')
         out.append(f'<text x="{x(v) + 4:.1f}" y="{y + 15}">{v:.2f}x</text>')
+        if target:
+            # The floor target of this scenario: the bar should reach it.
+            out.append(f'<line x1="{x(target):.1f}" y1="{y - 3}" x2="{x(target):.1f}" y2="{y + bar_h + 3}" '
+                       f'stroke="#c53030" stroke-width="2" stroke-dasharray="3,2"/>')
         y += bar_h + gap
-    for v, dash, text in ((1.0, "", "1x"), (CSV_TARGET, "4,3", f"{CSV_TARGET}x (CSV target)")):
+    for v, dash, text, ty in ((1.0, "", "1x (as fast)", top - 10),
+                              (CSV_TARGET, "4,3", f"{CSV_TARGET}x (CSV target)", y + 16)):
         out.append(f'<line x1="{x(v):.1f}" y1="{top - 6}" x2="{x(v):.1f}" y2="{y}" stroke="#c53030" '
                    f'stroke-dasharray="{dash}"/>')
-        out.append(f'<text x="{x(v):.1f}" y="{y + 16}" text-anchor="middle" fill="#c53030">{text}</text>')
+        out.append(f'<text x="{x(v):.1f}" y="{ty}" text-anchor="middle" fill="#c53030">{text}</text>')
+    out.append(f'<text x="10" y="{y + 36}" fill="#555" font-size="11">Blue: fastest peer\'s time / '
+               f"tidex's. Grey: the floor's time / tidex's; dashed tick: the PostgreSQL target "
+               f"(at most {PG_FLOOR_TARGET}x the floor).</text>")
     out.append("</svg>")
     return "\n".join(out) + "\n"
