@@ -593,7 +593,10 @@ def write_report(ctx, scenarios):
         body.append("")
         for n in s.notes:
             body.append(f"- {n}")
-        if s.notes:
+        reps = [f"{r.name}: " + " ".join(f"{w:.2f}" for w in r.walls) for r in s.results if r.walls]
+        if reps:
+            body.append("- wall seconds per rep, in run order: " + "; ".join(reps))
+        if s.notes or reps:
             body.append("")
     header = [
         f"# Bulk-transfer suite, {today}, {host}",
