@@ -1,10 +1,16 @@
 //! Per-core throughput of the stage kernels, next to the raw crates:
 //! AES-256-GCM and SM4-GCM (raw `seal` and the `encrypt` stage on a batch),
-//! BLAKE3, and zstd levels 1 and 3 on CSV text; and the framed file
-//! format's writers (`FrameWriter`, `ZstdBlockWriter`) on one thread and on
-//! every core, next to the raw crate on the same 1 MiB chunks.
+//! BLAKE3, and zstd levels 1 and 3 on CSV text; the framed file format's
+//! writers (`FrameWriter`, `ZstdBlockWriter`) on one thread and on every
+//! core, next to the raw crate on the same 1 MiB chunks; and the `dedupe`
+//! stage (keys claimed within a run; keys looked up in the index of earlier
+//! runs, 10 million keys by default, `TIDEX_BENCH_DEDUPE_KEYS` to change).
 //!
 //!     cargo bench -p tidex-engine --bench kernels
+//!     cargo bench -p tidex-engine --bench kernels -- --save-baseline main
+//!     cargo bench -p tidex-engine --bench kernels -- --baseline main
+//!
+//! (`bash benches/criterion.sh save|compare NAME` does both crates.)
 //!
 //! Compare SM4 with `openssl speed -evp sm4-ctr` on the same machine.
 
@@ -14,10 +20,14 @@ use arrow::record_batch::RecordBatch;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tidex_engine::connector::CommittedPart;
 use tidex_engine::dirty::{ErrorBudget, Rejects};
 use tidex_engine::spec::ErrorsSection;
+use tidex_engine::stage::{StagePlan, StageRun};
 use tidex_engine::stages::crypt::{Algorithm, Cipher};
 use tidex_engine::stages::frame::{FrameKey, FrameOptions, FrameWriter, ZstdBlockWriter};
+use tidex_engine::state::{NewRun, RunStatus, StateStore, Totals};
 use tidex_engine::{JobSpec, Registry};
 
 fn raw_ciphers(c: &mut Criterion) {
@@ -206,11 +216,204 @@ fn frame_writers(c: &mut Criterion) {
     g.finish();
 }
 
+/// `rows` people keys (id card numbers) from `start` on, all distinct.
+fn keys(start: u64, rows: usize) -> RecordBatch {
+    keys_of((start..start + rows as u64).collect())
+}
+
+/// The people keys numbered `ids`.
+fn keys_of(ids: Vec<u64>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("id_card", DataType::Utf8, true),
+    ]));
+    let cards: Vec<String> = ids
+        .iter()
+        .map(|i| format!("{:06}{:012}", 110101 + i % 7, i))
+        .collect();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(ids.iter().map(|&i| i as i64))),
+        Arc::new(StringArray::from(cards)),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+fn dedupe_plan(across_runs: bool) -> Arc<dyn StagePlan> {
+    let spec = JobSpec::parse(&format!(
+        "[job]\nname = \"bench\"\n[source]\ntype = \"csv\"\nurl = \"x.csv\"\n[[stage]]\ntype = \"dedupe\"\ncolumns = [\"id_card\"]\nacross_runs = {across_runs}\n[sink]\ntype = \"csv\"\nurl = \"y.csv\"\n"
+    ))
+    .unwrap();
+    Registry::new()
+        .build_stages(&spec, keys(0, 1).schema())
+        .unwrap()
+        .remove(0)
+}
+
+/// Starts a run of job `bench` in the store and the stage's part of it.
+fn begin(store: &StateStore, plan: &dyn StagePlan) -> i64 {
+    let new = NewRun {
+        job: "bench",
+        spec_hash: "bench",
+        plan_hash: "bench",
+        owner: None,
+        purpose: None,
+        partitions: 1,
+        source_state: None,
+    };
+    let run_id = store.begin(&new, true).unwrap().run.run_id;
+    stage_begin(store, plan, run_id);
+    run_id
+}
+
+fn stage_begin(store: &StateStore, plan: &dyn StagePlan, run_id: i64) {
+    plan.begin(&StageRun {
+        state: store,
+        job: "bench",
+        run_id,
+        stage: 0,
+        committed: &[],
+    })
+    .unwrap();
+}
+
+fn rejects() -> Rejects {
+    let budget = Arc::new(ErrorBudget::new(&ErrorsSection::default(), 0));
+    Rejects::new(budget, "bench", 0, 0)
+}
+
+const DEDUPE_BATCH: usize = 16384;
+
+/// Keys claimed within one run (`keep = "first"`): every key new, so each
+/// row is hashed, claimed and delivered. The run is begun afresh (untimed)
+/// every 64 batches, so the claim set stays small and the same batches can
+/// be replayed.
+fn dedupe_within_run(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path().join("state.db")).unwrap();
+    let plan = dedupe_plan(false);
+    let batches: Vec<RecordBatch> = (0..64)
+        .map(|i| keys(i * DEDUPE_BATCH as u64, DEDUPE_BATCH))
+        .collect();
+    let run_id = begin(&store, plan.as_ref());
+    let mut rejects = rejects();
+    let mut g = c.benchmark_group("dedupe_16384_rows");
+    g.throughput(Throughput::Elements(DEDUPE_BATCH as u64));
+    g.bench_function("new_keys_within_run", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut stage = plan.start().unwrap();
+            for i in 0..iters as usize {
+                if i > 0 && i % batches.len() == 0 {
+                    stage_begin(&store, plan.as_ref(), run_id);
+                    stage = plan.start().unwrap();
+                }
+                let t0 = Instant::now();
+                let out = stage
+                    .process(batches[i % batches.len()].clone(), &mut rejects)
+                    .unwrap();
+                total += t0.elapsed();
+                assert_eq!(out.num_rows(), DEDUPE_BATCH);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+/// Keys looked up in the memory-mapped index of earlier runs
+/// (`across_runs = true`): one run delivers N keys (10 million by default),
+/// the next run merges them into the index, then batches of keys that are
+/// all in it (all dropped) and all not in it (all delivered) are timed.
+fn dedupe_index(c: &mut Criterion) {
+    let n: u64 = std::env::var("TIDEX_BENCH_DEDUPE_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path().join("state.db")).unwrap();
+    let plan = dedupe_plan(true);
+    let mut rejects = rejects();
+
+    // Run 1 delivers keys 0..n, committed as the runtime would.
+    let setup = Instant::now();
+    let run1 = begin(&store, plan.as_ref());
+    let mut stage = plan.start().unwrap();
+    let mut start = 0;
+    while start < n {
+        let rows = (n - start).min(65536) as usize;
+        stage.process(keys(start, rows), &mut rejects).unwrap();
+        start += rows as u64;
+    }
+    let data = stage
+        .commit_data()
+        .unwrap()
+        .expect("dedupe keeps its hashes");
+    store.put_part_data(run1, 0, 0, &data).unwrap();
+    let part = CommittedPart {
+        index: 0,
+        location: "bench".into(),
+        rows: n,
+        bytes: 0,
+    };
+    store.commit_part(run1, &part, 0, 0).unwrap();
+    store
+        .finish(run1, RunStatus::Completed, &Totals::default(), None, None)
+        .unwrap();
+    drop(data);
+    drop(stage);
+    // Run 2 merges them into the index.
+    let run2 = begin(&store, plan.as_ref());
+    eprintln!(
+        "dedupe index of {n} keys built in {:.1} s",
+        setup.elapsed().as_secs_f64()
+    );
+
+    // Keys spread over the whole index, so lookups touch all of it.
+    let stride = (n / DEDUPE_BATCH as u64).max(1);
+    let hits = keys_of((0..n).step_by(stride as usize).take(DEDUPE_BATCH).collect());
+    let misses: Vec<RecordBatch> = (0..64)
+        .map(|i| keys(n + i * DEDUPE_BATCH as u64, DEDUPE_BATCH))
+        .collect();
+
+    let mut g = c.benchmark_group(format!("dedupe_index_{n}_keys"));
+    g.throughput(Throughput::Elements(hits.num_rows() as u64));
+    let mut stage = plan.start().unwrap();
+    g.bench_function("lookup_all_found", |b| {
+        b.iter(|| {
+            let out = stage.process(hits.clone(), &mut rejects).unwrap();
+            assert_eq!(out.num_rows(), 0);
+        })
+    });
+    g.throughput(Throughput::Elements(DEDUPE_BATCH as u64));
+    g.bench_function("lookup_none_found", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut stage = plan.start().unwrap();
+            for i in 0..iters as usize {
+                if i > 0 && i % misses.len() == 0 {
+                    stage_begin(&store, plan.as_ref(), run2);
+                    stage = plan.start().unwrap();
+                }
+                let t0 = Instant::now();
+                let out = stage
+                    .process(misses[i % misses.len()].clone(), &mut rejects)
+                    .unwrap();
+                total += t0.elapsed();
+                assert_eq!(out.num_rows(), DEDUPE_BATCH);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     raw_ciphers,
     encrypt_stage,
     hash_and_compress,
-    frame_writers
+    frame_writers,
+    dedupe_within_run,
+    dedupe_index
 );
 criterion_main!(benches);
