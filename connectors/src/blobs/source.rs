@@ -167,11 +167,13 @@ pub(crate) fn list(loc: &Location, io: &tokio::runtime::Handle) -> Result<Vec<Bl
     } else if loc.is_dir() {
         let base = loc.path.parts().count();
         for meta in loc.list_under(io, &loc.path)? {
+            // object_store percent-encodes non-ASCII and reserved bytes of
+            // the names it writes; blob paths are the names themselves.
             let rel = meta
                 .location
                 .parts()
                 .skip(base)
-                .map(|p| p.as_ref().to_string())
+                .map(|p| decoded(p.as_ref()))
                 .collect::<Vec<_>>()
                 .join("/");
             files.push(BlobFile {
@@ -196,7 +198,7 @@ pub(crate) fn list(loc: &Location, io: &tokio::runtime::Handle) -> Result<Vec<Bl
             })?;
         files.push(BlobFile {
             display: loc.display(&meta.location),
-            rel: meta.location.filename().unwrap_or("blob").to_string(),
+            rel: decoded(meta.location.filename().unwrap_or("blob")),
             path: meta.location,
             fs: None,
             size: meta.size,
@@ -209,6 +211,14 @@ pub(crate) fn list(loc: &Location, io: &tokio::runtime::Handle) -> Result<Vec<Bl
         return Err(Error::Config(format!("{}: no files found", loc.url)));
     }
     Ok(files)
+}
+
+/// A store path part as the name it stands for; a part that does not
+/// decode to UTF-8 stays as it is rather than be altered.
+fn decoded(part: &str) -> String {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map_or_else(|_| part.to_string(), |c| c.into_owned())
 }
 
 fn local_file(rel: String, fs: PathBuf, meta: &std::fs::Metadata) -> BlobFile {
