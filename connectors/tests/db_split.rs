@@ -105,7 +105,18 @@ fn postgres_source_splits_a_key_range_and_reads_every_row_once() {
     let psql = |sql: &str| {
         sh(
             "psql",
-            &["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-v", "ON_ERROR_STOP=1", "-qc", sql],
+            &[
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                sql,
+            ],
         )
     };
     psql(&sql);
@@ -125,7 +136,7 @@ fn mariadb_source_splits_a_key_range_and_reads_every_row_once() {
     mariadb(&format!(
         "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db};
          CREATE TABLE {db}.t (id BIGINT PRIMARY KEY, name TEXT);
-         INSERT INTO {db}.t SELECT seq, CONCAT('n', seq) FROM seq_1_to_1000;"
+         INSERT INTO {db}.t SELECT seq, CONCAT('n', seq) FROM {db}.seq_1_to_1000;"
     ));
     let result = std::panic::catch_unwind(|| {
         check_split(&format!(
