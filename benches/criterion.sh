@@ -46,12 +46,16 @@ done
 if [[ "$action" == compare ]]; then
     echo
     echo "Changes against baseline '$name':"
-    # A benchmark's name line, then its time/thrpt lines and the verdict.
+    # Criterion prints a benchmark's id (alone on its line when long), then
+    # "change:" followed by time and thrpt lines (benches with a throughput)
+    # or "change: [...]" inline, then its verdict.
     awk '
-        /^[A-Za-z0-9_\/.:-]+$/ { bench = $0 }
-        /^[A-Za-z0-9_\/.:-]+ +time:/ { bench = $1 }
-        /change:/ { sub(/^ +/, ""); printf "  %-60s %s\n", bench, $0 }
-        /Performance has regressed/ { printf "  %-60s REGRESSED\n", bench; bad = 1 }
+        /^[^ ][^:]*$/ { bench = $0; next }
+        /^[^ ].* +time: +\[/ { bench = $0; sub(/ +time:.*/, "", bench); next }
+        /^ +change: *$/ { pending = 2; next }
+        pending > 0 && /^ +(time|thrpt):/ { sub(/^ +/, ""); printf "  %-55s %s\n", bench, $0; pending--; next }
+        /^ +change: \[/ { sub(/^ +change: /, ""); printf "  %-55s time:   %s\n", bench, $0; next }
+        /Performance has regressed/ { printf "  %-55s REGRESSED\n", bench; bad = 1 }
         END { exit bad }
-    ' "$log" || { echo "criterion.sh: at least one benchmark regressed" >&2; exit 1; }
+' "$log" || { echo "criterion.sh: at least one benchmark regressed" >&2; exit 1; }
 fi
