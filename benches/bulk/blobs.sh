@@ -137,3 +137,18 @@ result="$root/benches/results/blobs-$date_tag-vm.md"
     for t in "${tools[@]}"; do echo "- $t: ${walls[$t]}"; done
 } | tee "$result"
 echo "blobs.sh: wrote $result" >&2
+
+# For benches/bulk/run.sh (the contract at its top): one RESULT line per tool.
+printf 'INPUT\t%s files, %s MB of mixed files (gen_blobs.py %s)\n' "$files" "$(awk "BEGIN {printf \"%.1f\", $bytes/1e6}")" "$mb"
+for t in "${tools[@]}"; do
+    case "$t" in
+        cp) role=floor:aes ;;
+        tar-zstd-openssl-aes) role=peer:aes ;;
+        tidex-aes) role=tidex:aes ;;
+        tar-zstd-openssl-sm4) role=peer:sm4 ;;
+        tidex-sm4) role=tidex:sm4 ;;
+    esac
+    check=${ok[$t]}
+    [[ $check == ok ]] || check="FAILED: restored tree differs from the input"
+    printf 'RESULT\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$role" "$t" "$(echo "${walls[$t]}" | median)" "$bytes" "$files" "${rss[$t]}" "$check"
+done
