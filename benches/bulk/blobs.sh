@@ -108,7 +108,10 @@ rm -rf out state check
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 date_tag="$(date +%F)"
-result="$root/benches/results/blobs-$date_tag-vm.md"
+# A quick run (the suite's small scale) never replaces a full-scale result.
+suffix=""
+[[ "${BENCH_SCALE:-full}" == small ]] && suffix="-small"
+result="$root/benches/results/blobs-$date_tag-vm$suffix.md"
 {
     echo "# A tree of mixed files: copy, zstd-1, encrypt — $date_tag, vm"
     echo

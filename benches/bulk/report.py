@@ -109,7 +109,9 @@ def svg_chart(scenarios):
             if x_floor is not None:
                 bars.append((label, "vs floor (floor time / tidex time)", 1 / x_floor, "#a0aec0",
                              1 / PG_FLOOR_TARGET if s.key == "pg" else None))
-    width, left, bar_h, gap = 860, 330, 22, 8
+    # Room for the longest label (about 7 px a character at 12 px).
+    left = max(330, 24 + 7 * max((len(b[0]) for b in bars), default=0))
+    width, bar_h, gap = left + 530, 22, 8
     top = 56
     height = top + len(bars) * (bar_h + gap) + 60
     vmax = max([b[2] for b in bars] + [CSV_TARGET, 1.0]) * 1.1
