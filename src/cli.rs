@@ -539,6 +539,34 @@ fn toml_key(s: &str) -> String {
     }
 }
 
+/// The sink's codec and level from `--compress zstd[:LEVEL]`, else from
+/// `--compression` and `--compression-level`.
+fn sink_compression(
+    compress: &Option<String>,
+    compression: &Option<String>,
+    compression_level: Option<i32>,
+) -> Result<(Option<String>, Option<i32>), Error> {
+    let Some(c) = compress else {
+        return Ok((compression.clone(), compression_level));
+    };
+    let (codec, level) = c
+        .split_once(':')
+        .map_or((c.as_str(), None), |(a, b)| (a, Some(b)));
+    if codec != "zstd" {
+        return Err(Error::Config(format!(
+            "--compress {c:?}: expected zstd or zstd:LEVEL"
+        )));
+    }
+    let level = match level {
+        Some(l) => Some(
+            l.parse::<i32>()
+                .map_err(|_| Error::Config(format!("--compress {c:?}: {l:?} is not a level")))?,
+        ),
+        None => compression_level,
+    };
+    Ok((Some("zstd".to_string()), level))
+}
+
 /// The job spec equivalent to a `tidex copy` command line.
 fn copy_spec(cmd: &Command) -> Result<String, Error> {
     let Command::Copy {
@@ -685,26 +713,8 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         };
         t += &format!("mode = {}\n", toml_str(m));
     }
-    let (compression, compression_level) = match compress {
-        None => (compression.clone(), *compression_level),
-        Some(c) => {
-            let (codec, level) = c
-                .split_once(':')
-                .map_or((c.as_str(), None), |(a, b)| (a, Some(b)));
-            if codec != "zstd" {
-                return Err(Error::Config(format!(
-                    "--compress {c:?}: expected zstd or zstd:LEVEL"
-                )));
-            }
-            let level = match level {
-                Some(l) => Some(l.parse::<i32>().map_err(|_| {
-                    Error::Config(format!("--compress {c:?}: {l:?} is not a level"))
-                })?),
-                None => *compression_level,
-            };
-            (Some("zstd".to_string()), level)
-        }
-    };
+    let (compression, compression_level) =
+        sink_compression(compress, compression, *compression_level)?;
     if let Some(c) = &compression {
         t += &format!("compression = {}\n", toml_str(c));
     }
@@ -827,26 +837,7 @@ fn blob_copy_spec(
         };
         t += &format!("mode = {}\n", toml_str(m));
     }
-    let (codec, level) = match compress {
-        Some(c) => {
-            let (codec, level) = c
-                .split_once(':')
-                .map_or((c.as_str(), None), |(a, b)| (a, Some(b)));
-            if codec != "zstd" {
-                return Err(Error::Config(format!(
-                    "--compress {c:?}: expected zstd or zstd:LEVEL"
-                )));
-            }
-            let level = match level {
-                Some(l) => Some(l.parse::<i32>().map_err(|_| {
-                    Error::Config(format!("--compress {c:?}: {l:?} is not a level"))
-                })?),
-                None => *compression_level,
-            };
-            (Some("zstd".to_string()), level)
-        }
-        None => (compression.clone(), *compression_level),
-    };
+    let (codec, level) = sink_compression(compress, compression, *compression_level)?;
     if let Some(c) = codec {
         t += &format!("compression = {}\n", toml_str(&c));
     }
