@@ -369,17 +369,10 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
             )
             .expect("spawning a writer thread");
         let read_result = (|| -> Result<()> {
-            loop {
-                if sh.cancel.load(Ordering::Relaxed) {
-                    return Err(Error::Cancelled);
-                }
-                let Some(batch) = reader.next_batch(&mut rejects)? else {
-                    break;
-                };
-                let batch = chain.process(batch, &mut rejects)?;
-                let bytes = reader.bytes_read();
-                let (db, dr) = (bytes - bytes_seen, batch.num_rows() as u64);
-                bytes_seen = bytes;
+            // Every batch on its way to the writer, whether read or held
+            // back by a stage until the end, is counted and rate-limited.
+            let mut deliver = |batch: RecordBatch, db: u64| -> bool {
+                let dr = batch.num_rows() as u64;
                 rows_seen += dr;
                 if let Some(l) = &sh.bytes_limit {
                     l.acquire(db);
@@ -395,18 +388,29 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
                 sh.progress
                     .dirty
                     .store(sh.budget.dirty(), Ordering::Relaxed);
-                if batch.num_rows() > 0 && tx.send(batch).is_err() {
-                    break; // the writer failed; its error is reported below
+                // A failed send means the writer failed; its error is reported below.
+                dr == 0 || tx.send(batch).is_ok()
+            };
+            loop {
+                if sh.cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
+                let Some(batch) = reader.next_batch(&mut rejects)? else {
+                    break;
+                };
+                let batch = chain.process(batch, &mut rejects)?;
+                let bytes = reader.bytes_read();
+                let db = bytes - bytes_seen;
+                bytes_seen = bytes;
+                if !deliver(batch, db) {
+                    break;
                 }
             }
             let db = reader.bytes_read() - bytes_seen;
             bytes_seen += db;
             sh.progress.bytes_in.fetch_add(db, Ordering::Relaxed);
             for batch in chain.finish(&mut rejects)? {
-                let dr = batch.num_rows() as u64;
-                rows_seen += dr;
-                sh.progress.rows.fetch_add(dr, Ordering::Relaxed);
-                if dr > 0 && tx.send(batch).is_err() {
+                if !deliver(batch, 0) {
                     break;
                 }
             }
