@@ -683,6 +683,8 @@ impl RunCtx {
             cancel: self.cancel.clone(),
             gate: Some(Arc::new(ticket)),
             throttle: Some(Arc::new(throttle)),
+            // Static plans never split a running partition.
+            never_split: !self.pool.strategy().splits(),
         };
         run_job(
             spec,

@@ -464,3 +464,126 @@ fn serve_applies_the_planned_partition_count_to_a_source_that_can_split() {
     assert_eq!(parts, 4);
     assert_eq!(ids(&s.path("out/db")), (1..=5000).collect::<Vec<_>>());
 }
+
+/// A directory of two small CSV files and one big one, each read as one
+/// partition, and a job over it whose big partition lags: reads are
+/// throttled and a partition is cut once it has run 300 ms and more than
+/// twice as long as the small ones took.
+fn lagging_job(s: &Scratch, big_rows: u64) -> std::path::PathBuf {
+    csv(s, "in/a-big.csv", big_rows);
+    csv(s, "in/b-small.csv", 100);
+    csv(s, "in/c-small.csv", 100);
+    s.write(
+        "jobs/lag.toml",
+        "[job]\nname = \"lag\"\n[source]\ntype = \"csv\"\nurl = \"in/\"\nsplit_size = \"1GB\"\n\
+         [sink]\ntype = \"parquet\"\nurl = \"out/lag/\"\n\
+         [limits]\nbatch_rows = 2000\nparallelism = 2\nmax_bytes_per_sec = \"3MB\"\nsplit_lagging_after = \"300ms\"\n",
+    )
+}
+
+fn lagging_ids(big_rows: u64) -> Vec<i64> {
+    let mut v: Vec<i64> = (1..=big_rows as i64)
+        .chain(1..=100)
+        .chain(1..=100)
+        .collect();
+    v.sort();
+    v
+}
+
+fn state_count(s: &Scratch, sql: &str) -> i64 {
+    if !s.path(".tidex/state.db").exists() {
+        return 0;
+    }
+    db(s).query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+}
+
+#[test]
+fn serve_splits_a_lagging_partition_while_it_runs() {
+    let s = Scratch::new();
+    let rows = 300_000;
+    lagging_job(&s, rows);
+    let serve = Serve::start(&s);
+    s.ok(&["submit", "lag"]);
+    wait_for("the run to complete", 120, || {
+        runs_of(&s, "lag", "completed") == 1
+    });
+    assert!(serve.terminate().success());
+    // The big file's partition was cut while it ran; its rest went to the
+    // worker the small files left idle.
+    let cuts = state_count(&s, "SELECT COUNT(*) FROM run_splits");
+    assert!(cuts >= 1, "no partition was cut");
+    let planned = state_count(&s, "SELECT partitions FROM runs WHERE job = 'lag'");
+    assert_eq!(planned, 3 + cuts);
+    assert_eq!(state_count(&s, "SELECT COUNT(*) FROM parts"), planned);
+    let log = std::fs::read_to_string(s.path("serve.log")).unwrap();
+    assert!(log.contains("its rest is a new partition"), "{log}");
+    // Every row exactly once.
+    assert_eq!(ids(&s.path("out/lag")), lagging_ids(rows));
+}
+
+#[test]
+fn a_run_killed_after_a_cut_resumes_with_the_same_partitions() {
+    let s = Scratch::new();
+    let rows = 400_000;
+    let spec = lagging_job(&s, rows);
+    // Killed once a partition made by a cut is committed, with others
+    // still running: the resumed run must know that partition, and that
+    // the partition it was cut from now ends where the cut is.
+    kill_when(&s, &spec, || {
+        state_count(&s, "SELECT COUNT(*) FROM parts WHERE part_index >= 3") >= 1
+    });
+    assert_eq!(runs_of(&s, "lag", "completed"), 0);
+    let out = s.ok(&["run", spec.to_str().unwrap(), "--no-progress", "--json"]);
+    let sum = summary(&out);
+    assert_eq!(sum["resumed"], true, "{sum}");
+    assert!(sum["partitions"].as_u64().unwrap() > 3, "{sum}");
+    assert!(sum["partitions_skipped"].as_u64().unwrap() >= 1, "{sum}");
+    assert_eq!(ids(&s.path("out/lag")), lagging_ids(rows));
+}
+
+#[test]
+fn split_lagging_after_off_never_cuts() {
+    let s = Scratch::new();
+    let rows = 150_000;
+    let spec = lagging_job(&s, rows);
+    let body = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("\"300ms\"", "\"off\"");
+    std::fs::write(&spec, body).unwrap();
+    let out = s.ok(&["run", spec.to_str().unwrap(), "--no-progress", "--json"]);
+    assert_eq!(summary(&out)["partitions"], 3);
+    assert_eq!(state_count(&s, "SELECT COUNT(*) FROM run_splits"), 0);
+    assert_eq!(ids(&s.path("out/lag")), lagging_ids(rows));
+}
+
+#[test]
+fn a_lagging_json_lines_partition_is_cut_at_a_line_start() {
+    let s = Scratch::new();
+    let rows = 150_000;
+    let lines = |n: u64| -> String {
+        (1..=n)
+            .map(|i| {
+                format!(
+                    "{{\"id\":{i},\"name\":\"name-{i}\",\"note\":\"{}\"}}\n",
+                    "x".repeat((i % 7) as usize)
+                )
+            })
+            .collect()
+    };
+    s.write("in/a-big.jsonl", &lines(rows));
+    s.write("in/b-small.jsonl", &lines(100));
+    s.write("in/c-small.jsonl", &lines(100));
+    let spec = s.write(
+        "jobs/lag.toml",
+        "[job]\nname = \"lag\"\n[source]\ntype = \"jsonl\"\nurl = \"in/\"\nsplit_size = \"1GB\"\n\
+         [sink]\ntype = \"parquet\"\nurl = \"out/lag/\"\n\
+         [limits]\nbatch_rows = 2000\nparallelism = 2\nmax_bytes_per_sec = \"3MB\"\nsplit_lagging_after = \"300ms\"\n",
+    );
+    let out = s.ok(&["run", spec.to_str().unwrap(), "--no-progress", "--json"]);
+    let sum = summary(&out);
+    assert!(sum["partitions_split"].as_u64().unwrap_or(0) >= 1, "{sum}");
+    assert!(state_count(&s, "SELECT COUNT(*) FROM run_splits") >= 1);
+    let mut want: Vec<i64> = (1..=rows as i64).chain(1..=100).chain(1..=100).collect();
+    want.sort();
+    assert_eq!(ids(&s.path("out/lag")), want);
+}

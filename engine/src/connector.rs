@@ -38,6 +38,26 @@ pub trait SourceReader: Send {
     fn next_batch(&mut self, rejects: &mut Rejects) -> Result<Option<RecordBatch>>;
     /// Input bytes consumed so far.
     fn bytes_read(&self) -> u64;
+    /// A handle through which the runtime may cut this partition short
+    /// while it is being read, so its unread rest becomes a new partition
+    /// (see [`Source::split_at`]); `None` when the reader cannot stop early.
+    fn splitter(&self) -> Option<Arc<dyn Splitter>> {
+        None
+    }
+}
+
+/// Cuts a partition that is being read (see [`SourceReader::splitter`]).
+/// Positions are the source's own (a byte offset at a record boundary, a
+/// row group); they are stored with the run, so a resumed run replays the
+/// cut with [`Source::split_at`].
+pub trait Splitter: Send + Sync {
+    /// A position about halfway through the part not read yet at which
+    /// the partition can be cut, or `None` when too little is left. May do
+    /// I/O (finding a record boundary) but never disturbs the reader.
+    fn propose(&self) -> Result<Option<u64>>;
+    /// Makes the reader stop just before `at`. `false` when it has read
+    /// past `at` (or finished) already; then nothing changed.
+    fn apply(&self, at: u64) -> bool;
 }
 
 /// A source of records.
@@ -66,6 +86,15 @@ pub trait Source: Send + Sync {
     /// resumed from [`Source::state`] must keep the split in that state.
     fn split(&self, partition: usize) -> Option<Arc<dyn Source>> {
         let _ = partition;
+        None
+    }
+    /// This source with partition `partition` ending just before `at` (a
+    /// position its [`Splitter`] proposed) and a new partition, from `at`
+    /// to where `partition` used to end, appended after all others. The
+    /// runtime calls it for a cut made while the partition ran, and again
+    /// when the run resumes, so it must give the same partitions each time.
+    fn split_at(&self, partition: usize, at: u64) -> Option<Arc<dyn Source>> {
+        let _ = (partition, at);
         None
     }
 }

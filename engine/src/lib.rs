@@ -21,6 +21,7 @@ pub mod state;
 pub use connector::{
     BuildContext, CommittedPart, ConnectorConfig, PartitionInfo, PartitionWriter, PublishJournal,
     Registry, RunInfo, Sink, SinkFactory, Source, SourceFactory, SourceReader, SourceState,
+    Splitter,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use spec::{JobSpec, SpecError};

@@ -225,6 +225,65 @@ pub struct Limits {
     /// Cap on rows read per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows_per_sec: Option<u64>,
+    /// A partition that has run at least this long, and more than twice
+    /// as long as the median of the partitions that finished before it,
+    /// is cut in two while it runs when its source can split it (CSV and
+    /// JSON-lines byte ranges); the rest becomes a new partition that an
+    /// idle worker takes. `"30s"` by default, `"off"` never.
+    #[serde(default)]
+    pub split_lagging_after: SplitAfter,
+}
+
+/// When a lagging partition is split: a duration such as `"30s"`,
+/// `"500ms"`, `"2m"`, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SplitAfter(pub Option<f64>);
+
+impl Default for SplitAfter {
+    fn default() -> Self {
+        SplitAfter(Some(crate::scheduler::rebalance::MIN_LAG_SECS))
+    }
+}
+
+impl std::str::FromStr for SplitAfter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("off") {
+            return Ok(SplitAfter(None));
+        }
+        let bad = || {
+            format!(
+                "expected a duration such as \"30s\", \"500ms\" or \"2m\", or \"off\", found {s:?}"
+            )
+        };
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let num: f64 = num.parse().map_err(|_| bad())?;
+        let secs = match unit.trim() {
+            "ms" => num / 1e3,
+            "s" | "" => num,
+            "m" | "min" => num * 60.0,
+            "h" => num * 3600.0,
+            _ => return Err(bad()),
+        };
+        Ok(SplitAfter(Some(secs)))
+    }
+}
+
+impl<'de> Deserialize<'de> for SplitAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)
+            .map_err(|_| {
+                serde::de::Error::custom(
+                    "expected a duration such as \"30s\" or \"500ms\", or \"off\"",
+                )
+            })?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for Limits {
@@ -234,6 +293,7 @@ impl Default for Limits {
             parallelism: default_parallelism(),
             max_bytes_per_sec: None,
             max_rows_per_sec: None,
+            split_lagging_after: SplitAfter::default(),
         }
     }
 }

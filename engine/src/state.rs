@@ -211,7 +211,8 @@ impl StateStore {
         }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS schedule_fires (job TEXT PRIMARY KEY, last_fire TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS split_hints (job TEXT NOT NULL, label TEXT NOT NULL, PRIMARY KEY (job, label));",
+             CREATE TABLE IF NOT EXISTS split_hints (job TEXT NOT NULL, label TEXT NOT NULL, PRIMARY KEY (job, label));
+             CREATE TABLE IF NOT EXISTS run_splits (run_id INTEGER NOT NULL REFERENCES runs(run_id), seq INTEGER NOT NULL, part_index INTEGER NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (run_id, seq));",
         )
         .map_err(err)?;
         Ok(StateStore {
@@ -630,6 +631,43 @@ impl StateStore {
             )
         })?;
         Ok(())
+    }
+
+    /// Records that partition `part` of a run was cut at `at` while it ran,
+    /// its rest becoming partition `partitions - 1` (see
+    /// `Source::split_at`); a resumed run replays the cuts in order.
+    pub fn add_run_split(
+        &self,
+        run_id: i64,
+        part: usize,
+        at: u64,
+        partitions: usize,
+    ) -> Result<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "INSERT INTO run_splits (run_id, seq, part_index, at)
+                 VALUES (?1, (SELECT COUNT(*) FROM run_splits WHERE run_id = ?1), ?2, ?3)",
+                params![run_id, part as i64, at as i64],
+            )?;
+            tx.execute(
+                "UPDATE runs SET partitions = ?2 WHERE run_id = ?1",
+                params![run_id, partitions as i64],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// The cuts made while a run ran, in the order they were made.
+    pub fn run_splits(&self, run_id: i64) -> Result<Vec<(usize, u64)>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT part_index, at FROM run_splits WHERE run_id = ?1 ORDER BY seq")?;
+            let rows = st.query_map(params![run_id], |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as u64))
+            })?;
+            rows.collect()
+        })
     }
 
     /// Jobs whose newest run was interrupted (still marked running or

@@ -14,10 +14,11 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tidex_engine::dirty::{DirtyRow, Rejects};
 use tidex_engine::error::Location as RowLocation;
+use tidex_engine::runtime::cut::LiveCut;
 use tidex_engine::spec::ByteSize;
 use tidex_engine::{
     BuildContext, ConnectorConfig, Error, PartitionInfo, Result, Source, SourceFactory,
-    SourceReader, SpecError,
+    SourceReader, SpecError, Splitter,
 };
 
 fn infer_rows() -> usize {
@@ -57,6 +58,7 @@ struct Part {
 }
 
 /// A planned JSON-lines source.
+#[derive(Clone)]
 pub struct JsonlSource {
     loc: Location,
     files: Vec<FileMeta>,
@@ -187,10 +189,7 @@ impl SourceFactory for JsonlSourceFactory {
                 ),
             };
             for nominal in super::nominal_cuts(0, f.size, split, taper) {
-                let end = (nominal + (1 << 20)).min(f.size);
-                let w = loc.get_range(&ctx.io, &f.path, nominal..end)?;
-                if let Some(i) = w.iter().position(|&b| b == b'\n') {
-                    let b = nominal + i as u64 + 1;
+                if let Some(b) = line_after(&loc, &ctx.io, f, nominal)? {
                     if b > *cuts.last().expect("non-empty") && b < f.size {
                         cuts.push(b);
                     }
@@ -223,6 +222,45 @@ impl SourceFactory for JsonlSourceFactory {
     }
 }
 
+/// The start of the first line after `nominal`.
+fn line_after(
+    loc: &Location,
+    io: &tokio::runtime::Handle,
+    f: &FileMeta,
+    nominal: u64,
+) -> Result<Option<u64>> {
+    let end = (nominal + (1 << 20)).min(f.size);
+    let w = loc.get_range(io, &f.path, nominal..end)?;
+    Ok(memchr::memchr(b'\n', &w).map(|i| nominal + i as u64 + 1))
+}
+
+/// Less than this left to read is not worth a new partition.
+const MIN_CUT_BYTES: u64 = 256 << 10;
+
+/// Cuts a JSON-lines byte range being read at the first line after
+/// halfway through what is left.
+struct JsonlSplitter {
+    cut: LiveCut,
+    loc: Location,
+    io: tokio::runtime::Handle,
+    file: FileMeta,
+}
+
+impl Splitter for JsonlSplitter {
+    fn propose(&self) -> Result<Option<u64>> {
+        let (pos, end) = (self.cut.position(), self.cut.end());
+        if end.saturating_sub(pos) < MIN_CUT_BYTES {
+            return Ok(None);
+        }
+        let found = line_after(&self.loc, &self.io, &self.file, pos + (end - pos) / 2)?;
+        Ok(found.filter(|b| *b > pos && *b < end))
+    }
+
+    fn apply(&self, at: u64) -> bool {
+        self.cut.request(at)
+    }
+}
+
 impl Source for JsonlSource {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
@@ -235,7 +273,17 @@ impl Source for JsonlSource {
     fn open(&self, partition: usize) -> Result<Box<dyn SourceReader>> {
         let p = self.parts[partition].clone();
         let f = &self.files[p.file];
+        let cut = (p.end != WHOLE_ZSTD).then(|| {
+            Arc::new(JsonlSplitter {
+                cut: LiveCut::new(p.start, p.end),
+                loc: self.loc.clone(),
+                io: self.io.clone(),
+                file: f.clone(),
+            })
+        });
         Ok(Box::new(JsonlReader {
+            cut,
+            limit: u64::MAX,
             chunks: open_range(&self.loc, &self.io, f, p.start, p.end)?,
             file: f.display.clone(),
             schema: self.schema.clone(),
@@ -256,9 +304,37 @@ impl Source for JsonlSource {
     fn describe(&self) -> String {
         self.loc.describe_files(&self.files)
     }
+
+    /// The byte range ends at `at` (a line start) and `at..` to the old
+    /// end becomes the last partition.
+    fn split_at(&self, partition: usize, at: u64) -> Option<Arc<dyn Source>> {
+        let p = self.parts.get(partition)?.clone();
+        if p.end == WHOLE_ZSTD || at <= p.start || at >= p.end {
+            return None;
+        }
+        let mut s = self.clone();
+        s.parts[partition].end = at;
+        s.parts.push(Part {
+            file: p.file,
+            start: at,
+            end: p.end,
+            first_line: None,
+        });
+        s.infos = s
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| range_info(i, &s.files[p.file], p.start, p.end, p.start))
+            .collect();
+        Some(Arc::new(s))
+    }
 }
 
 struct JsonlReader {
+    /// Lets the runtime cut the partition short (plain files).
+    cut: Option<Arc<JsonlSplitter>>,
+    /// Where reading stops once cut (`u64::MAX` until then).
+    limit: u64,
     chunks: Chunks,
     file: String,
     schema: SchemaRef,
@@ -298,12 +374,30 @@ impl JsonlReader {
         self.batch.clear();
         self.lines.clear();
         while self.lines.len() < self.batch_rows {
+            if self.carry.is_empty() {
+                if let Some(end) = self.cut.as_ref().and_then(|c| c.cut.poll(self.offset)) {
+                    // Bytes past the cut are the next partition's.
+                    self.limit = end;
+                    let room = (end - self.offset) as usize;
+                    if self.buf.len() - self.pos > room {
+                        self.buf.truncate(self.pos + room);
+                    }
+                }
+            }
             if self.pos >= self.buf.len() {
                 if self.eof {
                     break;
                 }
-                match self.chunks.next_chunk()? {
-                    Some(b) => {
+                let next = if self.offset >= self.limit {
+                    None
+                } else {
+                    self.chunks.next_chunk()?
+                };
+                match next {
+                    Some(mut b) => {
+                        if self.limit != u64::MAX {
+                            b.truncate((self.limit - self.offset) as usize);
+                        }
                         self.buf = b;
                         self.pos = 0;
                     }
@@ -365,7 +459,13 @@ impl SourceReader for JsonlReader {
     fn next_batch(&mut self, rejects: &mut Rejects) -> Result<Option<RecordBatch>> {
         loop {
             self.fill()?;
+            if let Some(c) = self.cut.as_ref().filter(|_| self.carry.is_empty()) {
+                c.cut.publish(self.offset);
+            }
             if self.lines.is_empty() {
+                if let Some(c) = &self.cut {
+                    c.cut.finish();
+                }
                 return Ok(None);
             }
             if let Ok(Some(b)) = self.decode(&self.batch, self.lines.len()) {
@@ -409,5 +509,9 @@ impl SourceReader for JsonlReader {
         self.chunks
             .stored_consumed()
             .unwrap_or(self.offset - self.start)
+    }
+
+    fn splitter(&self) -> Option<Arc<dyn Splitter>> {
+        self.cut.clone().map(|c| c as Arc<dyn Splitter>)
     }
 }

@@ -11,10 +11,11 @@
 //! in the state store. Committed partitions of an interrupted run are
 //! skipped on resume; once all are committed the sink publishes the run.
 
+pub mod cut;
 pub mod pool;
 pub mod ratelimit;
 
-use crate::connector::{CommittedPart, PartitionWriter, RunInfo, Sink, Source};
+use crate::connector::{CommittedPart, PartitionWriter, RunInfo, Sink, Source, Splitter};
 use crate::dirty::{ErrorBudget, Rejects};
 use crate::error::{Error, Result};
 use crate::spec::JobSpec;
@@ -24,8 +25,8 @@ use arrow::record_batch::RecordBatch;
 use ratelimit::TokenBucket;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// Live counters of a run, read by progress displays.
 #[derive(Debug, Default)]
@@ -58,6 +59,9 @@ pub struct RunOptions {
     /// When set, rate limits shared with other runs replace the job's own
     /// token buckets (the throttle applies the job's limits itself).
     pub throttle: Option<Arc<dyn Throttle>>,
+    /// Never split a lagging partition while it runs, whatever the job's
+    /// `[limits] split_lagging_after` (the scheduler's static strategy).
+    pub never_split: bool,
 }
 
 /// Hands workers to a run's partitions; see [`RunOptions::gate`].
@@ -67,6 +71,11 @@ pub trait PartitionGate: Send + Sync + std::fmt::Debug {
     fn acquire(&self, cancel: &AtomicBool) -> Option<Box<dyn std::any::Any + Send>>;
     /// How many partitions the run has left to start.
     fn pending(&self, n: usize);
+    /// `n` partitions were added to those left to start (a lagging
+    /// partition was split while it ran).
+    fn added(&self, n: usize) {
+        let _ = n;
+    }
 }
 
 /// Rate limits shared between runs; see [`RunOptions::throttle`].
@@ -98,6 +107,9 @@ pub struct RunSummary {
     pub partitions: usize,
     /// Partitions skipped because an earlier attempt committed them.
     pub partitions_skipped: usize,
+    /// Partitions cut in two while they ran because they lagged.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub partitions_split: usize,
     /// Rows rejected to the dead-letter output.
     pub dirty_rows: u64,
     /// Dead-letter directory, when rows were rejected.
@@ -114,6 +126,10 @@ pub struct RunSummary {
     pub stages: Vec<StageReport>,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn plan_hash(source: &dyn Source) -> String {
     let mut h = blake3::Hasher::new();
     for p in source.partitions() {
@@ -125,11 +141,30 @@ fn plan_hash(source: &dyn Source) -> String {
     h.finalize().to_hex()[..16].to_string()
 }
 
+/// A partition being read, as the lag monitor sees it.
+#[derive(Clone)]
+struct Running {
+    /// Since it started or was last cut.
+    since: Instant,
+    splitter: Option<Arc<dyn Splitter>>,
+    /// Held by the monitor while it cuts the partition and records the
+    /// cut, and by the worker while it commits the partition: a partition
+    /// that stopped early is committed only after its cut is recorded.
+    commit: Arc<Mutex<Option<Error>>>,
+}
+
 struct Shared<'a> {
     stages: &'a [Arc<dyn StagePlan>],
     schema: arrow::datatypes::SchemaRef,
     spec: &'a JobSpec,
-    source: &'a dyn Source,
+    /// The plan, which grows when a lagging partition is split.
+    source: RwLock<Arc<dyn Source>>,
+    running: Mutex<HashMap<usize, Running>>,
+    /// Seconds each partition finished in this attempt took.
+    finished_secs: Mutex<Vec<f64>>,
+    queue: pool::Queue<usize>,
+    gate: Option<&'a dyn PartitionGate>,
+    splits: AtomicU64,
     sink: &'a dyn Sink,
     state: &'a StateStore,
     run: RunInfo,
@@ -153,7 +188,7 @@ pub fn run_job(
     progress: &Progress,
 ) -> Result<RunSummary> {
     let started = Instant::now();
-    let partitions = source.partitions().to_vec();
+    let base_partitions = source.partitions().len();
     // What the sink receives: the last stage's output, or the source's.
     let schema = stages
         .last()
@@ -168,16 +203,32 @@ pub fn run_job(
             plan_hash: &plan,
             owner: spec.job.owner.as_deref(),
             purpose: spec.job.purpose.as_deref(),
-            partitions: partitions.len(),
+            partitions: base_partitions,
             source_state: source_state.as_deref(),
         },
         opts.restart,
     )?;
+    let mut run = begin.run;
+    let mut source = source;
+    // A resumed run cuts the partitions its interrupted attempt cut.
+    let replayed = if run.resumed {
+        state.run_splits(run.run_id)?
+    } else {
+        Vec::new()
+    };
+    for (p, at) in &replayed {
+        source = source.split_at(*p, *at).ok_or_else(|| {
+            Error::Internal(format!(
+                "the interrupted run cut partition {p} at {at}, which the source cannot repeat"
+            ))
+        })?;
+    }
+    run.partitions = source.partitions().len();
+    let partitions = source.partitions().to_vec();
     if let Some(old) = begin.discarded {
         tracing::info!(job = %spec.job.name, run = old, "discarding interrupted run");
         sink.discard(old)?;
     }
-    let run = begin.run;
     let mut begin_committed = begin.committed;
     if run.resumed {
         // Partitions the target committed in its own transaction while the
@@ -229,11 +280,21 @@ pub fn run_job(
         .map(|p| p.index)
         .filter(|i| !done.contains_key(i))
         .collect();
+    let split_after = spec
+        .limits
+        .split_lagging_after
+        .0
+        .filter(|_| !opts.never_split);
     let shared = Shared {
         stages,
         schema: schema.clone(),
         spec,
-        source: source.as_ref(),
+        source: RwLock::new(source.clone()),
+        running: Mutex::new(HashMap::new()),
+        finished_secs: Mutex::new(Vec::new()),
+        queue: pool::Queue::new(pending.clone()),
+        gate: opts.gate.as_deref(),
+        splits: AtomicU64::new(replayed.len() as u64),
         sink: sink.as_ref(),
         state,
         run: run.clone(),
@@ -262,13 +323,31 @@ pub fn run_job(
         if let Some(gate) = &opts.gate {
             gate.pending(pending.len());
         }
-        pool::run(pending, spec.limits.parallelism, &opts.cancel, |_, idx| {
-            // Workers change hands only here, between partitions.
-            let _grant = match &opts.gate {
-                Some(gate) => Some(gate.acquire(&opts.cancel).ok_or(Error::Cancelled)?),
-                None => None,
-            };
-            process_partition(&shared, idx)
+        // With splitting on, every worker stays while partitions run, to
+        // take the rest of one that is cut.
+        let workers = match split_after {
+            Some(_) => spec.limits.parallelism,
+            None => spec.limits.parallelism.min(pending.len().max(1)),
+        };
+        let stop_monitor = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            if let Some(after) = split_after {
+                let (sh, stop) = (&shared, &stop_monitor);
+                std::thread::Builder::new()
+                    .name("tidex-lag-monitor".into())
+                    .spawn_scoped(s, move || monitor_lag(sh, after, stop))
+                    .expect("spawning the lag monitor");
+            }
+            let result = pool::run_queue(&shared.queue, workers, &opts.cancel, |_, idx| {
+                // Workers change hands only here, between partitions.
+                let _grant = match &opts.gate {
+                    Some(gate) => Some(gate.acquire(&opts.cancel).ok_or(Error::Cancelled)?),
+                    None => None,
+                };
+                process_partition(&shared, idx)
+            });
+            stop_monitor.store(true, Ordering::Relaxed);
+            result
         })?;
         let committed = shared
             .committed
@@ -288,6 +367,8 @@ pub fn run_job(
         .lock()
         .map_err(|_| Error::Internal("poisoned".into()))?
         .clone();
+    let partitions_now = shared.source.read().map_or(0, |s| s.partitions().len());
+    let partitions_split = shared.splits.load(Ordering::Relaxed) as usize;
     let totals = Totals {
         rows: committed.iter().map(|(p, _, _)| p.rows).sum(),
         bytes_in: committed.iter().map(|(_, b, _)| *b).sum(),
@@ -315,8 +396,9 @@ pub fn run_job(
                 rows: totals.rows,
                 bytes_in: totals.bytes_in,
                 bytes_out: totals.bytes_out,
-                partitions: partitions.len(),
+                partitions: partitions_now,
                 partitions_skipped: done.len(),
+                partitions_split,
                 dirty_rows: totals.dirty,
                 dead_letter: (totals.dirty > 0)
                     .then(|| spec.errors.dead_letter.clone())
@@ -340,10 +422,39 @@ pub fn run_job(
     }
 }
 
+/// Removes a partition from the monitor's view when it ends, however.
+struct Tracked<'a, 'b>(&'a Shared<'b>, usize);
+
+impl Drop for Tracked<'_, '_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.0.running.lock() {
+            r.remove(&self.1);
+        }
+    }
+}
+
 fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
     let started = Instant::now();
-    let info = &sh.source.partitions()[idx];
-    let mut reader = sh.source.open(idx)?;
+    let source = sh
+        .source
+        .read()
+        .map_err(|_| Error::Internal("poisoned".into()))?
+        .clone();
+    let info = &source.partitions()[idx];
+    let mut reader = source.open(idx)?;
+    let commit_lock = Arc::new(Mutex::new(None));
+    sh.running
+        .lock()
+        .map_err(|_| Error::Internal("poisoned".into()))?
+        .insert(
+            idx,
+            Running {
+                since: started,
+                splitter: reader.splitter(),
+                commit: commit_lock.clone(),
+            },
+        );
+    let _tracked = Tracked(sh, idx);
     let mut rejects = Rejects::new(sh.budget.clone(), &sh.spec.job.name, sh.run.run_id, idx);
     let mut chain = Chain::start(sh.stages)?;
     let writer = sh.sink.open(&sh.run, info, sh.schema.clone())?;
@@ -450,6 +561,18 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
             return Err(e);
         }
     };
+    // A cut being recorded finishes first; one that failed to be recorded
+    // must not leave a partition committed short.
+    let cut = commit_lock
+        .lock()
+        .map_err(|_| Error::Internal("poisoned".into()))?;
+    if let Some(e) = cut.as_ref() {
+        writer.abort();
+        undo_progress();
+        return Err(Error::Internal(format!(
+            "partition {idx} was cut but the cut could not be recorded: {e}"
+        )));
+    }
     for (stage, data) in &stage_data {
         sh.state.put_part_data(sh.run.run_id, idx, *stage, data)?;
     }
@@ -464,8 +587,12 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
     sh.budget.add_good(rows_seen);
     sh.state
         .commit_part(sh.run.run_id, &part, bytes_seen, dirty)?;
-    sh.state
-        .set_part_secs(sh.run.run_id, idx, started.elapsed().as_secs_f64())?;
+    let secs = started.elapsed().as_secs_f64();
+    sh.state.set_part_secs(sh.run.run_id, idx, secs)?;
+    drop(cut);
+    if let Ok(mut f) = sh.finished_secs.lock() {
+        f.push(secs);
+    }
     sh.progress.partitions_done.fetch_add(1, Ordering::Relaxed);
     sh.progress
         .dirty
@@ -476,4 +603,97 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
         .map_err(|_| Error::Internal("poisoned".into()))?
         .push((part, bytes_seen, dirty));
     Ok(())
+}
+
+/// Watches the running partitions and cuts one that lags: running for at
+/// least `after` seconds and more than [`LAG_FACTOR`] times the median of
+/// the partitions finished so far (the rule the scheduler's simulator
+/// applies). Its reader stops halfway through what it has left, and the
+/// rest becomes a new partition at the end of the plan.
+///
+/// [`LAG_FACTOR`]: crate::scheduler::rebalance::LAG_FACTOR
+fn monitor_lag(sh: &Shared<'_>, after: f64, stop: &AtomicBool) {
+    use crate::scheduler::rebalance::{lagging_after, median, RunningPart};
+    let tick = Duration::from_secs_f64((after / 4.0).clamp(0.01, 1.0));
+    while !stop.load(Ordering::Relaxed) && !sh.cancel.load(Ordering::Relaxed) {
+        std::thread::sleep(tick);
+        let Some(expected) = sh.finished_secs.lock().ok().and_then(|f| median(&f)) else {
+            continue;
+        };
+        let snapshot: Vec<(usize, Running)> = match sh.running.lock() {
+            Ok(r) => r.iter().map(|(i, p)| (*i, p.clone())).collect(),
+            Err(_) => return,
+        };
+        let views: Vec<RunningPart> = snapshot
+            .iter()
+            .map(|(_, p)| RunningPart {
+                run: 0,
+                elapsed: p.since.elapsed().as_secs_f64(),
+                expected,
+                splittable: p.splitter.is_some(),
+            })
+            .collect();
+        for i in lagging_after(&views, after) {
+            let (idx, p) = &snapshot[i];
+            let splitter = p.splitter.as_ref().expect("only splittable parts lag");
+            if let Some(at) = cut(sh, *idx, splitter.as_ref(), &p.commit) {
+                tracing::info!(job = %sh.spec.job.name, partition = idx, at, secs = views[i].elapsed, median = expected, "partition lagged its siblings; its rest is a new partition");
+            }
+            // Counted from now whether or not it was cut, so a partition
+            // that cannot be cut is not asked every tick.
+            if let Ok(mut r) = sh.running.lock() {
+                if let Some(p) = r.get_mut(idx) {
+                    p.since = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// Cuts partition `idx` at a point its splitter proposes; the position, or
+/// `None` when it was not cut.
+fn cut(
+    sh: &Shared<'_>,
+    idx: usize,
+    splitter: &dyn Splitter,
+    commit: &Mutex<Option<Error>>,
+) -> Option<u64> {
+    let at = match splitter.propose() {
+        Ok(Some(at)) => at,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(partition = idx, error = %e, "could not find where to cut a lagging partition");
+            return None;
+        }
+    };
+    let mut failed = commit.lock().ok()?;
+    let current = sh.source.read().ok()?.clone();
+    let next = current.split_at(idx, at)?;
+    if !splitter.apply(at) {
+        return None;
+    }
+    // From here the reader stops at `at`: the cut must be recorded before
+    // the partition commits (it waits for this lock), or the run fails.
+    let new_index = next.partitions().len() - 1;
+    if let Err(e) = sh
+        .state
+        .add_run_split(sh.run.run_id, idx, at, next.partitions().len())
+    {
+        *failed = Some(e);
+        return None;
+    }
+    match sh.source.write() {
+        Ok(mut s) => *s = next,
+        Err(_) => {
+            *failed = Some(Error::Internal("poisoned".into()));
+            return None;
+        }
+    }
+    sh.splits.fetch_add(1, Ordering::Relaxed);
+    sh.progress.partitions_total.fetch_add(1, Ordering::Relaxed);
+    if let Some(g) = sh.gate {
+        g.added(1);
+    }
+    sh.queue.push(new_index);
+    Some(at)
 }

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// A worker's next task: its own first, then the next from the shared queue
@@ -37,26 +37,72 @@ pub fn run<T: Send>(
     work: impl Fn(usize, T) -> Result<()> + Sync,
 ) -> Result<()> {
     let workers = workers.max(1).min(tasks.len().max(1));
-    let injector = Injector::new();
-    for t in tasks {
-        injector.push(t);
+    let queue = Queue::new(tasks);
+    run_queue(&queue, workers, cancel, work)
+}
+
+/// Tasks for [`run_queue`], to which running tasks may add more.
+pub struct Queue<T> {
+    injector: Injector<T>,
+    /// Tasks queued or running; workers wait for more while it is not 0.
+    outstanding: AtomicUsize,
+}
+
+impl<T> Queue<T> {
+    /// A queue holding `tasks`.
+    pub fn new(tasks: Vec<T>) -> Self {
+        let injector = Injector::new();
+        let outstanding = AtomicUsize::new(tasks.len());
+        for t in tasks {
+            injector.push(t);
+        }
+        Queue {
+            injector,
+            outstanding,
+        }
     }
+
+    /// Adds a task. Call it only while a task of this queue runs (a task
+    /// splitting off part of its work), so no worker has left for lack of
+    /// work.
+    pub fn push(&self, task: T) {
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        self.injector.push(task);
+    }
+}
+
+/// [`run`] over a queue that running tasks may add to: a worker with
+/// nothing to do waits while any task is still running, and all leave once
+/// every task is done.
+pub fn run_queue<T: Send>(
+    queue: &Queue<T>,
+    workers: usize,
+    cancel: &AtomicBool,
+    work: impl Fn(usize, T) -> Result<()> + Sync,
+) -> Result<()> {
+    let workers = workers.max(1);
     let locals: Vec<Worker<T>> = (0..workers).map(|_| Worker::new_fifo()).collect();
     let stealers: Vec<Stealer<T>> = locals.iter().map(|w| w.stealer()).collect();
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
         for (i, local) in locals.into_iter().enumerate() {
-            let (injector, stealers, work, first_error, failed) =
-                (&injector, &stealers, &work, &first_error, &failed);
+            let (stealers, work, first_error, failed) = (&stealers, &work, &first_error, &failed);
             std::thread::Builder::new()
                 .name(format!("tidex-worker-{i}"))
                 .spawn_scoped(s, move || {
                     while !failed.load(Ordering::Relaxed) && !cancel.load(Ordering::Relaxed) {
-                        let Some(task) = find_task(&local, injector, stealers) else {
-                            break;
+                        let Some(task) = find_task(&local, &queue.injector, stealers) else {
+                            if queue.outstanding.load(Ordering::SeqCst) == 0 {
+                                break;
+                            }
+                            // A running task may still split off more work.
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                            continue;
                         };
-                        if let Err(e) = work(i, task) {
+                        let result = work(i, task);
+                        queue.outstanding.fetch_sub(1, Ordering::SeqCst);
+                        if let Err(e) = result {
                             failed.store(true, Ordering::Relaxed);
                             let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                             // A cancellation caused by another worker's error is not news.
@@ -79,7 +125,6 @@ pub fn run<T: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn every_task_runs_once_and_slow_task_does_not_idle_others() {
@@ -129,5 +174,29 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("boom"));
         assert_eq!(ran.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn tasks_added_by_a_running_task_run_on_idle_workers() {
+        let queue = Queue::new(vec![0u32]);
+        let done = Mutex::new(Vec::new());
+        run_queue(&queue, 2, &AtomicBool::new(false), |w, t| {
+            if t == 0 {
+                // The other worker has found nothing yet and waits.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                queue.push(1);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            done.lock().unwrap().push((t, w));
+            Ok(())
+        })
+        .unwrap();
+        let mut d = done.into_inner().unwrap();
+        d.sort();
+        assert_eq!(d.len(), 2);
+        assert_ne!(
+            d[0].1, d[1].1,
+            "the added task ran on the idle worker: {d:?}"
+        );
     }
 }

@@ -94,6 +94,11 @@ pub struct Grant {
 }
 
 impl Pool {
+    /// How free workers are handed out.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
     /// A pool of `workers` handed out by `strategy`.
     pub fn new(workers: usize, strategy: Strategy, clock: Arc<dyn Clock>) -> Arc<Pool> {
         Arc::new(Pool {
@@ -211,6 +216,12 @@ impl crate::runtime::PartitionGate for Ticket {
     }
     fn pending(&self, n: usize) {
         self.set_pending(n)
+    }
+    fn added(&self, n: usize) {
+        let mut st = self.pool.lock();
+        if let Some(e) = st.runs.get_mut(&self.key) {
+            e.pending += n;
+        }
     }
 }
 

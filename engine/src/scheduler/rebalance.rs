@@ -149,11 +149,17 @@ pub const MIN_LAG_SECS: f64 = 30.0;
 
 /// Indices in `parts` of the partitions to split now.
 pub fn lagging(parts: &[RunningPart]) -> Vec<usize> {
+    lagging_after(parts, MIN_LAG_SECS)
+}
+
+/// [`lagging`] with another least lag than [`MIN_LAG_SECS`] (a job's
+/// `[limits] split_lagging_after`).
+pub fn lagging_after(parts: &[RunningPart], min_secs: f64) -> Vec<usize> {
     parts
         .iter()
         .enumerate()
         .filter(|(_, p)| {
-            p.splittable && p.elapsed >= MIN_LAG_SECS && p.elapsed > LAG_FACTOR * p.expected
+            p.splittable && p.elapsed >= min_secs && p.elapsed > LAG_FACTOR * p.expected
         })
         .map(|(i, _)| i)
         .collect()
