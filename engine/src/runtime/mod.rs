@@ -329,7 +329,7 @@ pub fn run_job(
             Some(_) => spec.limits.parallelism,
             None => spec.limits.parallelism.min(pending.len().max(1)),
         };
-        let stop_monitor = AtomicBool::new(false);
+        let stop_monitor = Stop::default();
         std::thread::scope(|s| {
             if let Some(after) = split_after {
                 let (sh, stop) = (&shared, &stop_monitor);
@@ -346,7 +346,7 @@ pub fn run_job(
                 };
                 process_partition(&shared, idx)
             });
-            stop_monitor.store(true, Ordering::Relaxed);
+            stop_monitor.set();
             result
         })?;
         let committed = shared
@@ -605,6 +605,30 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
     Ok(())
 }
 
+/// Tells the lag monitor to stop, waking it at once.
+#[derive(Default)]
+struct Stop {
+    set: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Stop {
+    fn set(&self) {
+        *self.set.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits up to `d`; true once stopped.
+    fn wait(&self, d: Duration) -> bool {
+        let g = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, d, |set| !*set)
+            .unwrap_or_else(|p| p.into_inner());
+        *g
+    }
+}
+
 /// Watches the running partitions and cuts one that lags: running for at
 /// least `after` seconds and more than [`LAG_FACTOR`] times the median of
 /// the partitions finished so far (the rule the scheduler's simulator
@@ -612,11 +636,10 @@ fn process_partition(sh: &Shared<'_>, idx: usize) -> Result<()> {
 /// rest becomes a new partition at the end of the plan.
 ///
 /// [`LAG_FACTOR`]: crate::scheduler::rebalance::LAG_FACTOR
-fn monitor_lag(sh: &Shared<'_>, after: f64, stop: &AtomicBool) {
+fn monitor_lag(sh: &Shared<'_>, after: f64, stop: &Stop) {
     use crate::scheduler::rebalance::{lagging_after, median, RunningPart};
     let tick = Duration::from_secs_f64((after / 4.0).clamp(0.01, 1.0));
-    while !stop.load(Ordering::Relaxed) && !sh.cancel.load(Ordering::Relaxed) {
-        std::thread::sleep(tick);
+    while !stop.wait(tick) && !sh.cancel.load(Ordering::Relaxed) {
         let Some(expected) = sh.finished_secs.lock().ok().and_then(|f| median(&f)) else {
             continue;
         };
