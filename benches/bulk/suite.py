@@ -575,8 +575,14 @@ def write_report(ctx, scenarios):
     results_dir = ROOT / "benches" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     # Small-scale runs are quick checks, not results: they get their own
-    # (git-ignored) names and never replace a full-scale report.
-    stem = f"{today}-{host}" + ("-small" if ctx.a.scale == "small" else "")
+    # (git-ignored) names and never replace a full-scale report. A run of
+    # some scenarios only (BENCH_ONLY) is named after them, for the same reason.
+    only = [k.strip() for k in ctx.a.only.split(",") if k.strip()]
+    stem = f"{today}-{host}"
+    if sorted(only) != sorted(ALL):
+        stem += "-" + "-".join(only)
+    if ctx.a.scale == "small":
+        stem += "-small"
     md_path, svg_path = results_dir / f"{stem}.md", results_dir / f"{stem}.svg"
     body = []
     for s in scenarios:
