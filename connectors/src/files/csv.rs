@@ -13,6 +13,7 @@
 //! exact scale as `decimal(p,s)` instead of becoming floats.
 
 use super::compress::{open_range, range_info, Chunks, WHOLE_ZSTD};
+use super::cut::{cut_parts, ByteCut, ByteSplitter};
 use super::io::{ChunkStream, CHUNK};
 use super::location::{FileMeta, Location};
 use super::types::parse_schema;
@@ -29,7 +30,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tidex_engine::dirty::{DirtyRow, Rejects};
 use tidex_engine::error::Location as RowLocation;
-use tidex_engine::runtime::cut::LiveCut;
 use tidex_engine::spec::ByteSize;
 use tidex_engine::{
     BuildContext, ConnectorConfig, Error, PartitionInfo, Result, Source, SourceFactory,
@@ -769,20 +769,25 @@ impl Source for CsvSource {
         let f = &self.files[p.file];
         let chunks = open_range(&self.loc, &self.io, f, p.start, p.end)?;
         // A zstd stream is read from its start and cannot be cut.
-        let cut = (p.end != WHOLE_ZSTD).then(|| {
-            Arc::new(CsvSplitter {
-                cut: LiveCut::new(p.start, p.end),
-                loc: self.loc.clone(),
-                io: self.io.clone(),
-                file: f.clone(),
-                dialect: self.dialect,
-                ncols: self.schema.fields().len(),
-                multiline: self.multiline,
-            })
+        let splitter = (p.end != WHOLE_ZSTD).then(|| {
+            let (loc, io, file) = (self.loc.clone(), self.io.clone(), f.clone());
+            let (dialect, ncols, multiline) =
+                (self.dialect, self.schema.fields().len(), self.multiline);
+            ByteSplitter::new(
+                p.start,
+                p.end,
+                Box::new(move |from, nominal| {
+                    if multiline {
+                        let found = scan_boundaries(&loc, &io, &file, from, &[nominal], &dialect)?;
+                        Ok(found.first().copied())
+                    } else {
+                        find_boundary(&loc, &io, &file, nominal, &dialect, ncols)
+                    }
+                }),
+            )
         });
         Ok(Box::new(CsvReader {
-            cut,
-            limit: u64::MAX,
+            cut: ByteCut::new(splitter),
             chunks,
             // A zstd file is decompressed from its start, header included.
             skip: if p.end == WHOLE_ZSTD { p.start } else { 0 },
@@ -820,19 +825,21 @@ impl Source for CsvSource {
     /// The byte range ends at `at` (a record boundary the reader's
     /// splitter found) and `at..` to the old end becomes the last partition.
     fn split_at(&self, partition: usize, at: u64) -> Option<Arc<dyn Source>> {
-        let p = self.parts.get(partition)?.clone();
-        if p.end == WHOLE_ZSTD || at <= p.start || at >= p.end {
-            return None;
-        }
         let mut s = self.clone();
-        s.parts[partition].end = at;
-        s.parts.push(Part {
-            file: p.file,
-            start: at,
-            end: p.end,
-            first_row: None,
-            counted_from: at,
-        });
+        s.parts = cut_parts(
+            &self.parts,
+            partition,
+            at,
+            |p| (p.start, if p.end == WHOLE_ZSTD { 0 } else { p.end }),
+            |p, at| p.end = at,
+            |p, at| Part {
+                file: p.file,
+                start: at,
+                end: p.end,
+                first_row: None,
+                counted_from: at,
+            },
+        )?;
         s.infos = s
             .parts
             .iter()
@@ -843,63 +850,9 @@ impl Source for CsvSource {
     }
 }
 
-/// Less than this left to read is not worth a new partition.
-const MIN_CUT_BYTES: u64 = 256 << 10;
-
-/// Cuts a CSV byte range being read at a record boundary halfway through
-/// what is left: found as at plan time, by an exact quoting scan from the
-/// reader's position when fields hold line breaks.
-struct CsvSplitter {
-    cut: LiveCut,
-    loc: Location,
-    io: tokio::runtime::Handle,
-    file: FileMeta,
-    dialect: Dialect,
-    ncols: usize,
-    multiline: bool,
-}
-
-impl Splitter for CsvSplitter {
-    fn propose(&self) -> Result<Option<u64>> {
-        let (pos, end) = (self.cut.position(), self.cut.end());
-        if end.saturating_sub(pos) < MIN_CUT_BYTES {
-            return Ok(None);
-        }
-        let nominal = pos + (end - pos) / 2;
-        let found = if self.multiline {
-            scan_boundaries(
-                &self.loc,
-                &self.io,
-                &self.file,
-                pos,
-                &[nominal],
-                &self.dialect,
-            )?
-            .first()
-            .copied()
-        } else {
-            find_boundary(
-                &self.loc,
-                &self.io,
-                &self.file,
-                nominal,
-                &self.dialect,
-                self.ncols,
-            )?
-        };
-        Ok(found.filter(|b| *b > pos && *b < end))
-    }
-
-    fn apply(&self, at: u64) -> bool {
-        self.cut.request(at)
-    }
-}
-
 struct CsvReader {
     /// Lets the runtime cut the partition short (plain files).
-    cut: Option<Arc<CsvSplitter>>,
-    /// Where reading stops once cut (`u64::MAX` until then).
-    limit: u64,
+    cut: ByteCut,
     chunks: Chunks,
     /// Decompressed bytes to skip before the first record (a zstd file's header).
     skip: u64,
@@ -1053,26 +1006,16 @@ impl CsvReader {
         let (mut rec_data, mut rec_ends) = (0usize, 1usize);
         while self.rows.len() < self.batch_rows && !self.done {
             if !self.core_active {
-                if let Some(end) = self.cut.as_ref().and_then(|c| c.cut.poll(self.offset)) {
-                    // Bytes past the cut are the next partition's: the
-                    // buffer ends there, as if the range did.
-                    self.limit = end;
-                    let room = (end - self.offset) as usize;
-                    if self.buf.len() - self.pos > room {
-                        self.buf.truncate(self.pos + room);
-                    }
-                }
+                self.cut.poll(self.offset, &mut self.buf, self.pos);
             }
             if self.pos >= self.buf.len() && !self.eof {
-                if self.offset >= self.limit {
+                if self.cut.reached(self.offset) {
                     self.eof = true;
                     continue;
                 }
                 match self.chunks.next_chunk()? {
                     Some(mut b) => {
-                        if self.limit != u64::MAX {
-                            b.truncate((self.limit - self.offset) as usize);
-                        }
+                        self.cut.cap(self.offset, &mut b);
                         // A carriage return anywhere but before a newline
                         // ends a record for csv-core; such chunks skip the
                         // fused scan below.
@@ -1619,14 +1562,12 @@ impl SourceReader for CsvReader {
     fn next_batch(&mut self, rejects: &mut Rejects) -> Result<Option<RecordBatch>> {
         loop {
             if self.done {
-                if let Some(c) = &self.cut {
-                    c.cut.finish();
-                }
+                self.cut.finish();
                 return Ok(None);
             }
             self.fill()?;
-            if let Some(c) = self.cut.as_ref().filter(|_| !self.core_active) {
-                c.cut.publish(self.offset);
+            if !self.core_active {
+                self.cut.publish(self.offset);
             }
             if self.rows.is_empty() {
                 for (_, row) in std::mem::take(&mut self.malformed) {
@@ -1648,7 +1589,7 @@ impl SourceReader for CsvReader {
     }
 
     fn splitter(&self) -> Option<Arc<dyn Splitter>> {
-        self.cut.clone().map(|c| c as Arc<dyn Splitter>)
+        self.cut.splitter()
     }
 }
 

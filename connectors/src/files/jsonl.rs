@@ -5,6 +5,7 @@
 //! Unknown fields are errors (strict mode), so no value is silently dropped.
 
 use super::compress::{open_range, range_info, Chunks, WHOLE_ZSTD};
+use super::cut::{cut_parts, ByteCut, ByteSplitter};
 use super::location::{FileMeta, Location};
 use super::types::parse_schema;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -14,7 +15,6 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tidex_engine::dirty::{DirtyRow, Rejects};
 use tidex_engine::error::Location as RowLocation;
-use tidex_engine::runtime::cut::LiveCut;
 use tidex_engine::spec::ByteSize;
 use tidex_engine::{
     BuildContext, ConnectorConfig, Error, PartitionInfo, Result, Source, SourceFactory,
@@ -234,33 +234,6 @@ fn line_after(
     Ok(memchr::memchr(b'\n', &w).map(|i| nominal + i as u64 + 1))
 }
 
-/// Less than this left to read is not worth a new partition.
-const MIN_CUT_BYTES: u64 = 256 << 10;
-
-/// Cuts a JSON-lines byte range being read at the first line after
-/// halfway through what is left.
-struct JsonlSplitter {
-    cut: LiveCut,
-    loc: Location,
-    io: tokio::runtime::Handle,
-    file: FileMeta,
-}
-
-impl Splitter for JsonlSplitter {
-    fn propose(&self) -> Result<Option<u64>> {
-        let (pos, end) = (self.cut.position(), self.cut.end());
-        if end.saturating_sub(pos) < MIN_CUT_BYTES {
-            return Ok(None);
-        }
-        let found = line_after(&self.loc, &self.io, &self.file, pos + (end - pos) / 2)?;
-        Ok(found.filter(|b| *b > pos && *b < end))
-    }
-
-    fn apply(&self, at: u64) -> bool {
-        self.cut.request(at)
-    }
-}
-
 impl Source for JsonlSource {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
@@ -273,17 +246,17 @@ impl Source for JsonlSource {
     fn open(&self, partition: usize) -> Result<Box<dyn SourceReader>> {
         let p = self.parts[partition].clone();
         let f = &self.files[p.file];
-        let cut = (p.end != WHOLE_ZSTD).then(|| {
-            Arc::new(JsonlSplitter {
-                cut: LiveCut::new(p.start, p.end),
-                loc: self.loc.clone(),
-                io: self.io.clone(),
-                file: f.clone(),
-            })
+        // A zstd stream is read from its start and cannot be cut.
+        let splitter = (p.end != WHOLE_ZSTD).then(|| {
+            let (loc, io, file) = (self.loc.clone(), self.io.clone(), f.clone());
+            ByteSplitter::new(
+                p.start,
+                p.end,
+                Box::new(move |_, nominal| line_after(&loc, &io, &file, nominal)),
+            )
         });
         Ok(Box::new(JsonlReader {
-            cut,
-            limit: u64::MAX,
+            cut: ByteCut::new(splitter),
             chunks: open_range(&self.loc, &self.io, f, p.start, p.end)?,
             file: f.display.clone(),
             schema: self.schema.clone(),
@@ -308,18 +281,20 @@ impl Source for JsonlSource {
     /// The byte range ends at `at` (a line start) and `at..` to the old
     /// end becomes the last partition.
     fn split_at(&self, partition: usize, at: u64) -> Option<Arc<dyn Source>> {
-        let p = self.parts.get(partition)?.clone();
-        if p.end == WHOLE_ZSTD || at <= p.start || at >= p.end {
-            return None;
-        }
         let mut s = self.clone();
-        s.parts[partition].end = at;
-        s.parts.push(Part {
-            file: p.file,
-            start: at,
-            end: p.end,
-            first_line: None,
-        });
+        s.parts = cut_parts(
+            &self.parts,
+            partition,
+            at,
+            |p| (p.start, if p.end == WHOLE_ZSTD { 0 } else { p.end }),
+            |p, at| p.end = at,
+            |p, at| Part {
+                file: p.file,
+                start: at,
+                end: p.end,
+                first_line: None,
+            },
+        )?;
         s.infos = s
             .parts
             .iter()
@@ -332,9 +307,7 @@ impl Source for JsonlSource {
 
 struct JsonlReader {
     /// Lets the runtime cut the partition short (plain files).
-    cut: Option<Arc<JsonlSplitter>>,
-    /// Where reading stops once cut (`u64::MAX` until then).
-    limit: u64,
+    cut: ByteCut,
     chunks: Chunks,
     file: String,
     schema: SchemaRef,
@@ -375,29 +348,20 @@ impl JsonlReader {
         self.lines.clear();
         while self.lines.len() < self.batch_rows {
             if self.carry.is_empty() {
-                if let Some(end) = self.cut.as_ref().and_then(|c| c.cut.poll(self.offset)) {
-                    // Bytes past the cut are the next partition's.
-                    self.limit = end;
-                    let room = (end - self.offset) as usize;
-                    if self.buf.len() - self.pos > room {
-                        self.buf.truncate(self.pos + room);
-                    }
-                }
+                self.cut.poll(self.offset, &mut self.buf, self.pos);
             }
             if self.pos >= self.buf.len() {
                 if self.eof {
                     break;
                 }
-                let next = if self.offset >= self.limit {
+                let next = if self.cut.reached(self.offset) {
                     None
                 } else {
                     self.chunks.next_chunk()?
                 };
                 match next {
                     Some(mut b) => {
-                        if self.limit != u64::MAX {
-                            b.truncate((self.limit - self.offset) as usize);
-                        }
+                        self.cut.cap(self.offset, &mut b);
                         self.buf = b;
                         self.pos = 0;
                     }
@@ -459,13 +423,11 @@ impl SourceReader for JsonlReader {
     fn next_batch(&mut self, rejects: &mut Rejects) -> Result<Option<RecordBatch>> {
         loop {
             self.fill()?;
-            if let Some(c) = self.cut.as_ref().filter(|_| self.carry.is_empty()) {
-                c.cut.publish(self.offset);
+            if self.carry.is_empty() {
+                self.cut.publish(self.offset);
             }
             if self.lines.is_empty() {
-                if let Some(c) = &self.cut {
-                    c.cut.finish();
-                }
+                self.cut.finish();
                 return Ok(None);
             }
             if let Ok(Some(b)) = self.decode(&self.batch, self.lines.len()) {
@@ -512,6 +474,6 @@ impl SourceReader for JsonlReader {
     }
 
     fn splitter(&self) -> Option<Arc<dyn Splitter>> {
-        self.cut.clone().map(|c| c as Arc<dyn Splitter>)
+        self.cut.splitter()
     }
 }

@@ -5,6 +5,7 @@
 mod assemble;
 pub mod compress;
 pub mod csv;
+pub mod cut;
 mod direct;
 pub mod io;
 pub mod ipc_source;
