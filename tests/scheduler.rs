@@ -587,3 +587,40 @@ fn a_lagging_json_lines_partition_is_cut_at_a_line_start() {
     want.sort();
     assert_eq!(ids(&s.path("out/lag")), want);
 }
+
+#[test]
+fn a_lagging_parquet_partition_is_cut_between_row_groups() {
+    let s = Scratch::new();
+    let rows = 200_000;
+    // Parquet inputs written by tidex: one file of 40 row groups, two small.
+    for (name, n, groups) in [
+        ("a-big", rows, 5000),
+        ("b-small", 100, 100),
+        ("c-small", 100, 100),
+    ] {
+        csv(&s, &format!("csv/{name}.csv"), n);
+        let spec = s.write(
+            &format!("make-{name}.toml"),
+            &format!(
+                "[job]\nname = \"make-{name}\"\n[source]\ntype = \"csv\"\nurl = \"csv/{name}.csv\"\n\
+                 [sink]\ntype = \"parquet\"\nurl = \"in/{name}.parquet\"\nrow_group_rows = {groups}\n\
+                 [limits]\nparallelism = 1\n"
+            ),
+        );
+        s.ok(&["run", spec.to_str().unwrap(), "--no-progress"]);
+    }
+    let spec = s.write(
+        "jobs/lag.toml",
+        "[job]\nname = \"lag\"\n[source]\ntype = \"parquet\"\nurl = \"in/\"\nsplit_size = \"1GB\"\n\
+         [sink]\ntype = \"parquet\"\nurl = \"out/lag/\"\n\
+         [limits]\nbatch_rows = 1000\nparallelism = 2\nmax_rows_per_sec = 100000\nsplit_lagging_after = \"300ms\"\n",
+    );
+    let out = s.ok(&["run", spec.to_str().unwrap(), "--no-progress", "--json"]);
+    let sum = summary(&out);
+    assert!(sum["partitions_split"].as_u64().unwrap_or(0) >= 1, "{sum}");
+    assert_eq!(
+        sum["partitions"].as_u64().unwrap(),
+        3 + sum["partitions_split"].as_u64().unwrap()
+    );
+    assert_eq!(ids(&s.path("out/lag")), lagging_ids(rows));
+}

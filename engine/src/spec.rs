@@ -228,7 +228,7 @@ pub struct Limits {
     /// A partition that has run at least this long, and more than twice
     /// as long as the median of the partitions that finished before it,
     /// is cut in two while it runs when its source can split it (CSV and
-    /// JSON-lines byte ranges); the rest becomes a new partition that an
+    /// JSON-lines byte ranges, Parquet row groups); the rest becomes a new partition that an
     /// idle worker takes. `"30s"` by default, `"off"` never.
     #[serde(default)]
     pub split_lagging_after: SplitAfter,

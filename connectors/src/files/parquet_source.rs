@@ -21,10 +21,11 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tidex_engine::dirty::{DirtyRow, Rejects};
 use tidex_engine::error::Location as RowLocation;
+use tidex_engine::runtime::cut::LiveCut;
 use tidex_engine::spec::{ByteSize, Policy};
 use tidex_engine::{
     BuildContext, ConnectorConfig, Error, PartitionInfo, Result, Source, SourceFactory,
-    SourceReader, SpecError,
+    SourceReader, SpecError, Splitter,
 };
 
 fn split_size() -> ByteSize {
@@ -56,6 +57,7 @@ enum Part {
 }
 
 /// A planned Parquet source.
+#[derive(Clone)]
 pub struct ParquetSource {
     loc: Location,
     files: Vec<FileMeta>,
@@ -65,6 +67,43 @@ pub struct ParquetSource {
     schema: SchemaRef,
     io: tokio::runtime::Handle,
     batch_rows: usize,
+}
+
+/// What the runtime shows of each part: its row groups and their bytes.
+fn infos(
+    parts: &[Part],
+    files: &[FileMeta],
+    metas: &[Option<ArrowReaderMetadata>],
+) -> Vec<PartitionInfo> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p {
+            Part::RowGroups { file, groups } => {
+                let meta = metas[*file].as_ref().expect("readable");
+                let bytes: i64 = groups
+                    .iter()
+                    .map(|g| meta.metadata().row_group(*g).compressed_size())
+                    .sum();
+                let label = match (groups.first(), groups.last()) {
+                    (Some(a), Some(b)) => {
+                        format!("{}[row groups {a}..={b}]", files[*file].display)
+                    }
+                    _ => format!("{}[empty]", files[*file].display),
+                };
+                PartitionInfo {
+                    index: i,
+                    label,
+                    bytes: bytes as u64,
+                }
+            }
+            Part::Broken { file, .. } => PartitionInfo {
+                index: i,
+                label: format!("{}[unreadable]", files[*file].display),
+                bytes: 0,
+            },
+        })
+        .collect()
 }
 
 fn same_fields(a: &Schema, b: &Schema) -> bool {
@@ -175,35 +214,7 @@ impl SourceFactory for ParquetSourceFactory {
                 ),
             )
         })?;
-        let infos = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| match p {
-                Part::RowGroups { file, groups } => {
-                    let meta = metas[*file].as_ref().expect("readable");
-                    let bytes: i64 = groups
-                        .iter()
-                        .map(|g| meta.metadata().row_group(*g).compressed_size())
-                        .sum();
-                    let label = match (groups.first(), groups.last()) {
-                        (Some(a), Some(b)) => {
-                            format!("{}[row groups {a}..={b}]", files[*file].display)
-                        }
-                        _ => format!("{}[empty]", files[*file].display),
-                    };
-                    PartitionInfo {
-                        index: i,
-                        label,
-                        bytes: bytes as u64,
-                    }
-                }
-                Part::Broken { file, .. } => PartitionInfo {
-                    index: i,
-                    label: format!("{}[unreadable]", files[*file].display),
-                    bytes: 0,
-                },
-            })
-            .collect();
+        let infos = infos(&parts, &files, &metas);
         Ok(Arc::new(ParquetSource {
             loc,
             files,
@@ -240,6 +251,13 @@ impl Source for ParquetSource {
                 io: self.io.clone(),
                 batch_rows: self.batch_rows,
             },
+            cut: match (groups.first(), groups.last()) {
+                (Some(a), Some(b)) => Some(Arc::new(GroupSplitter(LiveCut::new(
+                    *a as u64,
+                    *b as u64 + 1,
+                )))),
+                _ => None,
+            },
             groups: groups.into(),
             current: None,
             broken,
@@ -249,6 +267,48 @@ impl Source for ParquetSource {
 
     fn describe(&self) -> String {
         self.loc.describe_files(&self.files)
+    }
+
+    /// The partition keeps its row groups before `at`; those from `at` on
+    /// become the last partition.
+    fn split_at(&self, partition: usize, at: u64) -> Option<Arc<dyn Source>> {
+        let Part::RowGroups { file, groups } = self.parts.get(partition)? else {
+            return None;
+        };
+        let (head, rest): (Vec<usize>, Vec<usize>) = groups.iter().partition(|g| (**g as u64) < at);
+        if head.is_empty() || rest.is_empty() {
+            return None;
+        }
+        let mut s = self.clone();
+        s.parts[partition] = Part::RowGroups {
+            file: *file,
+            groups: head,
+        };
+        s.parts.push(Part::RowGroups {
+            file: *file,
+            groups: rest,
+        });
+        s.infos = infos(&s.parts, &s.files, &s.metas);
+        Some(Arc::new(s))
+    }
+}
+
+/// Cuts a partition's row groups halfway through those not started yet
+/// (positions are row group numbers).
+struct GroupSplitter(LiveCut);
+
+impl Splitter for GroupSplitter {
+    fn propose(&self) -> Result<Option<u64>> {
+        // `position` is the group being read; the rest start after it.
+        let (pos, end) = (self.0.position(), self.0.end());
+        if end <= pos + 1 {
+            return Ok(None);
+        }
+        Ok(Some(pos + 1 + (end - pos - 1) / 2))
+    }
+
+    fn apply(&self, at: u64) -> bool {
+        self.0.request(at)
     }
 }
 
@@ -269,6 +329,8 @@ struct Current {
 
 struct ParquetReader {
     src: ParquetRef,
+    /// Lets the runtime cut the partition short between row groups.
+    cut: Option<Arc<GroupSplitter>>,
     groups: std::collections::VecDeque<usize>,
     current: Option<Current>,
     broken: Option<String>,
@@ -298,10 +360,23 @@ impl SourceReader for ParquetReader {
             return Ok(None);
         }
         loop {
+            if let Some(c) = &self.cut {
+                // The next group to start is where a cut may fall.
+                let next = self.groups.front().map_or(c.0.end(), |g| *g as u64);
+                if let Some(end) = c.0.poll(next) {
+                    self.groups.retain(|g| (*g as u64) < end);
+                }
+            }
             if self.current.is_none() {
                 let Some(group) = self.groups.pop_front() else {
+                    if let Some(c) = &self.cut {
+                        c.0.finish();
+                    }
                     return Ok(None);
                 };
+                if let Some(c) = &self.cut {
+                    c.0.publish(group as u64);
+                }
                 let meta = self.src.meta.clone().expect("readable");
                 let reader = StoreReader {
                     store: self.src.loc.store.clone(),
@@ -357,6 +432,10 @@ impl SourceReader for ParquetReader {
 
     fn bytes_read(&self) -> u64 {
         self.bytes
+    }
+
+    fn splitter(&self) -> Option<Arc<dyn Splitter>> {
+        self.cut.clone().map(|c| c as Arc<dyn Splitter>)
     }
 }
 
