@@ -107,8 +107,12 @@ pub fn print_summary(s: &RunSummary) {
     };
     println!("job {} run {} completed{resumed}", s.job, s.run_id);
     println!("  {} -> {}", s.source, s.output);
+    let cut = match s.partitions_split {
+        0 => String::new(),
+        n => format!(" ({n} made by cutting lagging partitions)"),
+    };
     println!(
-        "  rows: {}   dirty rows: {}   partitions: {}",
+        "  rows: {}   dirty rows: {}   partitions: {}{cut}",
         human_count(s.rows),
         human_count(s.dirty_rows),
         s.partitions

@@ -583,6 +583,13 @@ fn a_lagging_json_lines_partition_is_cut_at_a_line_start() {
     let sum = summary(&out);
     assert!(sum["partitions_split"].as_u64().unwrap_or(0) >= 1, "{sum}");
     assert!(state_count(&s, "SELECT COUNT(*) FROM run_splits") >= 1);
+    // People see it too.
+    let again = s.ok(&["run", spec.to_str().unwrap(), "--no-progress", "--restart"]);
+    assert!(
+        stdout(&again).contains("made by cutting lagging partitions"),
+        "{}",
+        stdout(&again)
+    );
     let mut want: Vec<i64> = (1..=rows as i64).chain(1..=100).chain(1..=100).collect();
     want.sort();
     assert_eq!(ids(&s.path("out/lag")), want);
