@@ -822,6 +822,22 @@ dead_letter = "out/dead/"
 "#;
 
     #[test]
+    fn split_lagging_after_takes_durations_or_off() {
+        let p = |s: &str| s.parse::<SplitAfter>();
+        assert_eq!(p("30s"), Ok(SplitAfter(Some(30.0))));
+        assert_eq!(p("500ms"), Ok(SplitAfter(Some(0.5))));
+        assert_eq!(p("2m"), Ok(SplitAfter(Some(120.0))));
+        assert_eq!(p("45"), Ok(SplitAfter(Some(45.0))));
+        assert_eq!(p("off"), Ok(SplitAfter(None)));
+        assert!(p("soon").unwrap_err().contains("\"soon\""));
+        assert!(p("3 days").is_err());
+        assert_eq!(
+            Limits::default().split_lagging_after,
+            SplitAfter(Some(30.0))
+        );
+    }
+
+    #[test]
     fn parses_reference_spec() {
         let spec = JobSpec::parse(GOOD).unwrap();
         assert_eq!(spec.job.name, "people-daily");
