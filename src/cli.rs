@@ -62,6 +62,17 @@ enum Mode {
     Fail,
 }
 
+impl Mode {
+    /// The sink's `mode` value in a spec.
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Overwrite => "overwrite",
+            Mode::Append => "append",
+            Mode::Fail => "fail",
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct RunFlags {
     /// Discard an interrupted run of this job instead of resuming it.
@@ -706,12 +717,7 @@ fn copy_spec(cmd: &Command) -> Result<String, Error> {
         toml_str(sink)
     );
     if let Some(m) = mode {
-        let m = match m {
-            Mode::Overwrite => "overwrite",
-            Mode::Append => "append",
-            Mode::Fail => "fail",
-        };
-        t += &format!("mode = {}\n", toml_str(m));
+        t += &format!("mode = {}\n", toml_str(m.as_str()));
     }
     let (compression, compression_level) =
         sink_compression(compress, compression, *compression_level)?;
@@ -830,12 +836,7 @@ fn blob_copy_spec(
     t += &format!("[source]\ntype = \"blobs\"\nurl = {}\n\n", toml_str(source));
     t += &format!("[sink]\ntype = \"blobs\"\nurl = {}\n", toml_str(sink));
     if let Some(m) = mode {
-        let m = match m {
-            Mode::Overwrite => "overwrite",
-            Mode::Append => "append",
-            Mode::Fail => "fail",
-        };
-        t += &format!("mode = {}\n", toml_str(m));
+        t += &format!("mode = {}\n", toml_str(m.as_str()));
     }
     let (codec, level) = sink_compression(compress, compression, *compression_level)?;
     if let Some(c) = codec {
