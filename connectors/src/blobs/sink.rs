@@ -78,10 +78,7 @@ pub struct BlobSinkConfig {
 
 impl BlobSinkConfig {
     fn check(&self, cfg: &ConnectorConfig) -> Result<(Mode, Option<i32>), SpecError> {
-        let level = self.compression_level.unwrap_or(1);
-        if !(1..=22).contains(&level) {
-            return Err(cfg.error("compression_level", "expected a zstd level from 1 to 22"));
-        }
+        let level = crate::files::compress::zstd_level(cfg, self.compression_level)?;
         let zstd = match self
             .compression
             .as_deref()

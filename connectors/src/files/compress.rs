@@ -6,8 +6,18 @@
 use super::io::{ChunkStream, CHUNK};
 use super::location::{FileMeta, Location};
 use bytes::Bytes;
-use tidex_engine::{Error, PartitionInfo, Result};
+use tidex_engine::{ConnectorConfig, Error, PartitionInfo, Result, SpecError};
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+
+/// A sink's `compression_level`: 1 by default, else checked to be a zstd
+/// level (1–22).
+pub fn zstd_level(cfg: &ConnectorConfig, level: Option<i32>) -> Result<i32, SpecError> {
+    let level = level.unwrap_or(1);
+    if !(1..=22).contains(&level) {
+        return Err(cfg.error("compression_level", "expected a zstd level from 1 to 22"));
+    }
+    Ok(level)
+}
 
 /// Whether a file name ends in `.zst` or `.zstd`.
 pub fn is_zstd(name: &str) -> bool {

@@ -125,10 +125,7 @@ enum Codec {
 
 impl FileSinkConfig {
     fn check(&self, cfg: &ConnectorConfig, format: Format) -> Result<Codec, SpecError> {
-        let level = self.compression_level.unwrap_or(1);
-        if !(1..=22).contains(&level) {
-            return Err(cfg.error("compression_level", "expected a zstd level from 1 to 22"));
-        }
+        let level = super::compress::zstd_level(cfg, self.compression_level)?;
         let name = self.compression.as_deref().map(str::to_ascii_lowercase);
         let codec = match (format, name.as_deref()) {
             (Format::Parquet | Format::Arrow, None | Some("zstd")) => Codec::Zstd(level),
