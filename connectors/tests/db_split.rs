@@ -1,7 +1,8 @@
 //! Database sources split a partition's key range in two (the scheduler
 //! splits partitions that lagged), read every row exactly once after the
 //! split, and keep the split in the stored plan so a resumed run reads the
-//! same partitions. Runs against the local PostgreSQL and MariaDB.
+//! same partitions. Runs against the local PostgreSQL and MariaDB, and a
+//! SQLite file.
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
@@ -145,4 +146,23 @@ fn mariadb_source_splits_a_key_range_and_reads_every_row_once() {
     });
     mariadb(&format!("DROP DATABASE {db}"));
     result.unwrap();
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_source_splits_a_key_range_and_reads_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+             INSERT INTO t SELECT i, 'n' || i FROM n;",
+        )
+        .unwrap();
+    check_split(&format!(
+        "type = \"sqlite\"\nurl = \"sqlite://{}\"\ntable = \"t\"",
+        src.display()
+    ));
 }
