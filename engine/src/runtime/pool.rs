@@ -27,20 +27,6 @@ fn find_task<T>(local: &Worker<T>, global: &Injector<T>, stealers: &[Stealer<T>]
     })
 }
 
-/// Runs `work(worker_index, task)` for every task on `workers` threads.
-/// Stops taking tasks when `cancel` is set or a task fails; returns the
-/// first error.
-pub fn run<T: Send>(
-    tasks: Vec<T>,
-    workers: usize,
-    cancel: &AtomicBool,
-    work: impl Fn(usize, T) -> Result<()> + Sync,
-) -> Result<()> {
-    let workers = workers.max(1).min(tasks.len().max(1));
-    let queue = Queue::new(tasks);
-    run_queue(&queue, workers, cancel, work)
-}
-
 /// Tasks for [`run_queue`], to which running tasks may add more.
 pub struct Queue<T> {
     injector: Injector<T>,
@@ -71,9 +57,11 @@ impl<T> Queue<T> {
     }
 }
 
-/// [`run`] over a queue that running tasks may add to: a worker with
-/// nothing to do waits while any task is still running, and all leave once
-/// every task is done.
+/// Runs `work(worker_index, task)` for every task of `queue` on `workers`
+/// threads; running tasks may add more. A worker with nothing to do waits
+/// while any task is still running, and all leave once every task is done.
+/// Stops taking tasks when `cancel` is set or a task fails; returns the
+/// first error.
 pub fn run_queue<T: Send>(
     queue: &Queue<T>,
     workers: usize,
@@ -130,8 +118,8 @@ mod tests {
     fn every_task_runs_once_and_slow_task_does_not_idle_others() {
         let done = Mutex::new(Vec::new());
         let by_worker = [AtomicUsize::new(0), AtomicUsize::new(0)];
-        run(
-            (0..20).collect(),
+        run_queue(
+            &Queue::new((0..20).collect()),
             2,
             &AtomicBool::new(false),
             |w, t: u32| {
@@ -158,8 +146,8 @@ mod tests {
     #[test]
     fn first_error_stops_the_pool() {
         let ran = AtomicUsize::new(0);
-        let err = run(
-            (0..100).collect(),
+        let err = run_queue(
+            &Queue::new((0..100).collect()),
             1,
             &AtomicBool::new(false),
             |_, t: u32| {
