@@ -8,8 +8,6 @@
 
 mod common;
 use common::*;
-use std::collections::BTreeMap;
-use std::path::Path;
 
 const AES_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
 const SM4_KEY: &str = "00112233445566778899aabbccddeeff\n";
@@ -36,25 +34,6 @@ fn bytes(n: usize, seed: u64, text: bool) -> Vec<u8> {
         }
     }
     out.truncate(n);
-    out
-}
-
-/// Relative path → BLAKE3 of every file under `root`.
-fn tree_hashes(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
-                let data = std::fs::read(&p).unwrap();
-                out.insert(rel, blake3::hash(&data).to_hex().to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
     out
 }
 

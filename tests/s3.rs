@@ -153,28 +153,6 @@ fn csv_to_s3_parts_and_back_and_globs_on_s3() {
     assert_eq!(fingerprint(&read_batches(&s.path("again.jsonl"))), expected);
 }
 
-/// Relative path → content of every file under `root`.
-fn tree(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    fn walk(
-        root: &std::path::Path,
-        dir: &std::path::Path,
-        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
-    ) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = std::collections::BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
 #[test]
 fn blob_trees_go_to_s3_encrypted_and_decrypt_back_from_it() {
     let moto = start_moto();
@@ -210,7 +188,7 @@ fn blob_trees_go_to_s3_encrypted_and_decrypt_back_from_it() {
             "k.key",
         ],
     );
-    assert_eq!(tree(&s.path("back")), tree(&s.path("src")));
+    assert_eq!(tree_hashes(&s.path("back")), tree_hashes(&s.path("src")));
     // Overwrite on S3: the second run's tree exactly, nothing of the first.
     std::fs::remove_file(s.path("src/big.bin")).unwrap();
     s.write("src/new.txt", "new\n");
@@ -226,5 +204,5 @@ fn blob_trees_go_to_s3_encrypted_and_decrypt_back_from_it() {
             "k.key",
         ],
     );
-    assert_eq!(tree(&s.path("back2")), tree(&s.path("src")));
+    assert_eq!(tree_hashes(&s.path("back2")), tree_hashes(&s.path("src")));
 }

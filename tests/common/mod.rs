@@ -273,3 +273,22 @@ pub fn pg_checksum(select: &str) -> String {
         "SELECT count(*) || ':' || coalesce(md5(string_agg(r, '|' ORDER BY r)), '') FROM (SELECT x::text AS r FROM ({select}) x) y"
     ))
 }
+
+/// Relative path → BLAKE3 of every file under `root`.
+pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                let data = std::fs::read(&p).unwrap();
+                out.insert(rel, blake3::hash(&data).to_hex().to_string());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
