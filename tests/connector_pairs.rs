@@ -220,3 +220,102 @@ fn quoted_line_breaks_beyond_the_inference_sample_are_never_cut() {
         }
     }
 }
+
+/// The encodings of every column chunk of a Parquet file, by column name.
+fn parquet_encodings(
+    path: &std::path::Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    use parquet::file::reader::FileReader;
+    let r = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
+        .unwrap();
+    let mut out = std::collections::BTreeMap::<_, std::collections::BTreeSet<String>>::new();
+    for rg in r.metadata().row_groups() {
+        for c in rg.columns() {
+            out.entry(c.column_path().string())
+                .or_default()
+                .extend(c.encodings().map(|e| format!("{e:?}")));
+        }
+    }
+    out
+}
+
+#[test]
+fn parquet_columns_get_delta_encodings_where_they_shrink_them() {
+    let s = Scratch::new();
+    // id: a sequence; code: a few values; name: mostly distinct strings;
+    // phone: random integers (large steps).
+    let mut csv = String::from("id,code,name,phone\n");
+    let mut x: u64 = 12345;
+    let mut rows = Vec::new();
+    for i in 1..=5000u64 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let name = format!("name-{}", x >> 40);
+        let phone = 13_000_000_000 + (x >> 33) % 1_000_000_000;
+        csv.push_str(&format!("{i},{},{name},{phone}\n", i % 7));
+        rows.push((i.to_string(), (i % 7).to_string(), name, phone.to_string()));
+    }
+    let src = s.write("in.csv", &csv);
+    let check_values = |out: &std::path::Path| {
+        let b = read_batches(out);
+        let cols: Vec<Vec<String>> = ["id", "code", "name", "phone"]
+            .iter()
+            .map(|c| column_text(&b, c))
+            .collect();
+        for (i, (id, code, name, phone)) in rows.iter().enumerate() {
+            assert_eq!(
+                (&cols[0][i], &cols[1][i], &cols[2][i], &cols[3][i]),
+                (id, code, name, phone),
+                "row {i}"
+            );
+        }
+        assert_eq!(cols[0].len(), rows.len());
+    };
+
+    s.ok(&["copy", src.to_str().unwrap(), "out/compact.parquet"]);
+    let out = s.path("out/compact.parquet");
+    check_values(&out);
+    let enc = parquet_encodings(&out);
+    assert!(enc["id"].contains("DELTA_BINARY_PACKED"), "{enc:?}");
+    assert!(enc["name"].contains("DELTA_LENGTH_BYTE_ARRAY"), "{enc:?}");
+    assert!(enc["code"].contains("RLE_DICTIONARY"), "{enc:?}");
+    assert!(
+        enc["phone"].contains("PLAIN") && !enc["phone"].iter().any(|e| e.starts_with("DELTA")),
+        "random integers stay plain: {enc:?}"
+    );
+
+    // `parquet_encodings = "plain"`: only what every reader knows.
+    let spec = s.write(
+        "plain.toml",
+        &format!(
+            "[job]\nname = \"plain\"\n\n[source]\ntype = \"csv\"\nurl = \"{}\"\n\n\
+             [sink]\ntype = \"parquet\"\nurl = \"out/plain.parquet\"\nparquet_encodings = \"plain\"\n",
+            src.display()
+        ),
+    );
+    s.ok(&["run", spec.to_str().unwrap()]);
+    let out = s.path("out/plain.parquet");
+    check_values(&out);
+    let enc = parquet_encodings(&out);
+    assert!(
+        enc.values().flatten().all(|e| !e.starts_with("DELTA")),
+        "{enc:?}"
+    );
+    assert!(enc["code"].contains("RLE_DICTIONARY"), "{enc:?}");
+
+    // A value it does not know is refused, naming the field.
+    let bad = s.write(
+        "bad.toml",
+        &std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("\"plain\"\n", "\"tiny\"\n"),
+    );
+    let o = s.run(&["validate", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("parquet_encodings") && err.contains("tiny"),
+        "{err}"
+    );
+}
