@@ -1217,7 +1217,12 @@ impl CsvReader {
             let mut fail = |r: usize, msg: String| bad.push((r, c, msg));
             macro_rules! num {
                 ($t:ty, $what:expr) => {
-                    prim::<$t>(nrows, c, &get_str, &is_null, &field, &mut fail, $what)
+                    num!($t, $what, |_| None)
+                };
+                ($t:ty, $what:expr, $fast:expr) => {
+                    prim::<$t>(
+                        nrows, c, &get_str, &is_null, &field, &mut fail, $what, $fast,
+                    )
                 };
             }
             let arr: ArrayRef = match f.data_type() {
@@ -1300,34 +1305,9 @@ impl CsvReader {
                 DataType::Int8 => num!(Int8Type, "int8"),
                 DataType::Int16 => num!(Int16Type, "int16"),
                 DataType::Int32 => num!(Int32Type, "int32"),
-                DataType::Int64 => {
-                    // Plain digits take a direct loop; anything else (a
-                    // sign other than `-`, 19 digits or more) arrow's parser.
-                    let mut b = PrimitiveBuilder::<Int64Type>::with_capacity(nrows);
-                    for r in 0..nrows {
-                        let f = field(r, c);
-                        if is_null(f) {
-                            b.append_null();
-                            continue;
-                        }
-                        let v =
-                            fast_int64(f).or_else(|| get_str(r, c).ok().and_then(Int64Type::parse));
-                        match v {
-                            Some(v) => b.append_value(v),
-                            None => {
-                                b.append_null();
-                                fail(
-                                    r,
-                                    format!(
-                                        "{:?} is not a valid int64",
-                                        String::from_utf8_lossy(f)
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
+                // Plain digits take a direct loop; anything else (a sign
+                // other than `-`, 19 digits or more) arrow's parser.
+                DataType::Int64 => num!(Int64Type, "int64", fast_int64),
                 DataType::UInt8 => num!(UInt8Type, "uint8"),
                 DataType::UInt16 => num!(UInt16Type, "uint16"),
                 DataType::UInt32 => num!(UInt32Type, "uint32"),
@@ -1575,6 +1555,8 @@ fn decimal(v: &str, p: u8, s: i8) -> Result<i128, String> {
     parse_decimal::<Decimal128Type>(t, p, s).map_err(|_| format!("{v:?} is not a decimal({p},{s})"))
 }
 
+/// One primitive column of the batch: `fast` parses the common form of a
+/// value from its bytes, arrow's parser takes whatever it returns `None` for.
 #[allow(clippy::too_many_arguments)]
 fn prim<'a, T: ArrowPrimitiveType + Parser>(
     nrows: usize,
@@ -1584,6 +1566,7 @@ fn prim<'a, T: ArrowPrimitiveType + Parser>(
     field: &impl Fn(usize, usize) -> &'a [u8],
     fail: &mut impl FnMut(usize, String),
     what: &str,
+    fast: impl Fn(&[u8]) -> Option<T::Native>,
 ) -> ArrayRef {
     let mut b = PrimitiveBuilder::<T>::with_capacity(nrows);
     for r in 0..nrows {
@@ -1592,7 +1575,7 @@ fn prim<'a, T: ArrowPrimitiveType + Parser>(
             b.append_null();
             continue;
         }
-        match get_str(r, c).ok().and_then(T::parse) {
+        match fast(f).or_else(|| get_str(r, c).ok().and_then(T::parse)) {
             Some(v) => b.append_value(v),
             None => {
                 b.append_null();
