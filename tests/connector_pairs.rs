@@ -243,8 +243,9 @@ fn parquet_encodings(
 fn parquet_columns_get_delta_encodings_where_they_shrink_them() {
     let s = Scratch::new();
     // id: a sequence; code: a few values; name: mostly distinct strings;
-    // phone: random integers (large steps).
-    let mut csv = String::from("id,code,name,phone\n");
+    // phone and amount: random, in a narrow range (34 and 24 bits); at:
+    // timestamps over 30 years (about 50 bits, too wide to gain).
+    let mut csv = String::from("id,code,name,phone,amount,at\n");
     let mut x: u64 = 12345;
     let mut rows = Vec::new();
     for i in 1..=5000u64 {
@@ -253,24 +254,32 @@ fn parquet_columns_get_delta_encodings_where_they_shrink_them() {
             .wrapping_add(1442695040888963407);
         let name = format!("name-{}", x >> 40);
         let phone = 13_000_000_000 + (x >> 33) % 1_000_000_000;
-        csv.push_str(&format!("{i},{},{name},{phone}\n", i % 7));
-        rows.push((i.to_string(), (i % 7).to_string(), name, phone.to_string()));
+        let amount = format!("{}.{:02}", (x >> 20) % 100_000, (x >> 10) % 100);
+        let at = chrono::DateTime::from_timestamp(946_684_800 + ((x >> 8) % 946_080_000) as i64, 0)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S");
+        csv.push_str(&format!("{i},{},{name},{phone},{amount},{at}\n", i % 7));
+        rows.push(vec![
+            i.to_string(),
+            (i % 7).to_string(),
+            name,
+            phone.to_string(),
+            amount,
+        ]);
     }
     let src = s.write("in.csv", &csv);
     let check_values = |out: &std::path::Path| {
         let b = read_batches(out);
-        let cols: Vec<Vec<String>> = ["id", "code", "name", "phone"]
+        let cols: Vec<Vec<String>> = ["id", "code", "name", "phone", "amount"]
             .iter()
             .map(|c| column_text(&b, c))
             .collect();
-        for (i, (id, code, name, phone)) in rows.iter().enumerate() {
-            assert_eq!(
-                (&cols[0][i], &cols[1][i], &cols[2][i], &cols[3][i]),
-                (id, code, name, phone),
-                "row {i}"
-            );
+        for (i, row) in rows.iter().enumerate() {
+            let got: Vec<&String> = cols.iter().map(|c| &c[i]).collect();
+            assert_eq!(got, row.iter().collect::<Vec<_>>(), "row {i}");
         }
         assert_eq!(cols[0].len(), rows.len());
+        assert_eq!(column_text(&b, "at").len(), rows.len());
     };
 
     s.ok(&["copy", src.to_str().unwrap(), "out/compact.parquet"]);
@@ -280,9 +289,11 @@ fn parquet_columns_get_delta_encodings_where_they_shrink_them() {
     assert!(enc["id"].contains("DELTA_BINARY_PACKED"), "{enc:?}");
     assert!(enc["name"].contains("DELTA_LENGTH_BYTE_ARRAY"), "{enc:?}");
     assert!(enc["code"].contains("RLE_DICTIONARY"), "{enc:?}");
+    assert!(enc["phone"].contains("DELTA_BINARY_PACKED"), "{enc:?}");
+    assert!(enc["amount"].contains("DELTA_BINARY_PACKED"), "{enc:?}");
     assert!(
-        enc["phone"].contains("PLAIN") && !enc["phone"].iter().any(|e| e.starts_with("DELTA")),
-        "random integers stay plain: {enc:?}"
+        enc["at"].contains("PLAIN") && !enc["at"].iter().any(|e| e.starts_with("DELTA")),
+        "values spread too wide stay plain: {enc:?}"
     );
 
     // `parquet_encodings = "plain"`: only what every reader knows.

@@ -717,9 +717,10 @@ enum ColumnEncoding {
 /// time before the writer fell back to plain pages. With `compact`, such
 /// strings are written DELTA_LENGTH_BYTE_ARRAY (their lengths delta-packed
 /// apart from the bytes, instead of a 4-byte length before every value) and
-/// such integers, when they step by small amounts (sequences, sorted keys),
-/// DELTA_BINARY_PACKED. Both leave less for the compressor to do: on the
-/// bench's people data they cut the bytes zstd sees by 18%.
+/// such integers, decimals, dates and timestamps DELTA_BINARY_PACKED when
+/// their differences fit in fewer bits than PLAIN stores. Both leave less
+/// for the compressor to do: on the bench's people data they cut the bytes
+/// zstd sees by a quarter.
 fn column_encoding(col: &arrow::array::ArrayRef, compact: bool) -> ColumnEncoding {
     use arrow::datatypes::DataType as D;
     use parquet::basic::Encoding;
@@ -733,42 +734,56 @@ fn column_encoding(col: &arrow::array::ArrayRef, compact: bool) -> ColumnEncodin
         D::Utf8 | D::LargeUtf8 | D::Binary | D::LargeBinary => {
             Some(Encoding::DELTA_LENGTH_BYTE_ARRAY)
         }
-        D::Int8
-        | D::Int16
-        | D::Int32
-        | D::Int64
-        | D::UInt8
-        | D::UInt16
-        | D::UInt32
-        | D::Date32
-        | D::Date64
-        | D::Timestamp(..)
-            if small_steps(col) =>
-        {
-            Some(Encoding::DELTA_BINARY_PACKED)
-        }
+        _ if narrow_deltas(col) => Some(Encoding::DELTA_BINARY_PACKED),
         _ => None,
     };
     ColumnEncoding::Fallback(e)
 }
 
-/// Whether consecutive values among the first ones differ by less than
-/// 2^16: DELTA_BINARY_PACKED then stores a few bits per value where PLAIN
-/// stores 4 or 8 bytes. Random values (phone numbers, amounts) would gain
-/// nothing, so they stay PLAIN.
-fn small_steps(col: &arrow::array::ArrayRef) -> bool {
+/// Whether the differences between an integer-like column's first values
+/// span at most three quarters of the bits Parquet stores them in (INT32 or
+/// INT64): DELTA_BINARY_PACKED then stores each difference in that many bits
+/// where PLAIN stores all of them. Sequences and sorted keys need a few
+/// bits, phone numbers 34, amounts under a million 27. Timestamps of a few
+/// years in microseconds need about 50 and stay PLAIN with values spread over
+/// the whole range (hashes): delta-packing them would cost more time than
+/// the compressor saves.
+fn narrow_deltas(col: &arrow::array::ArrayRef) -> bool {
     use arrow::array::AsArray;
-    let n = col.len().min(2048);
-    let Ok(sample) = arrow::compute::cast(&col.slice(0, n), &arrow::datatypes::DataType::Int64)
-    else {
+    use arrow::datatypes::{DataType as D, Decimal128Type, Int64Type};
+    let sample = col.slice(0, col.len().min(2048));
+    let (v, bits): (Vec<i128>, u32) = match col.data_type() {
+        D::Decimal128(p, _) if *p <= 18 => (
+            sample
+                .as_primitive::<Decimal128Type>()
+                .iter()
+                .flatten()
+                .collect(),
+            if *p <= 9 { 32 } else { 64 },
+        ),
+        D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 | D::Date32 => {
+            (int64_values(&sample), 32)
+        }
+        D::Int64 | D::Date64 | D::Timestamp(..) => (int64_values(&sample), 64),
+        _ => return false,
+    };
+    fn int64_values(a: &arrow::array::ArrayRef) -> Vec<i128> {
+        arrow::compute::cast(a, &D::Int64)
+            .map(|c| {
+                c.as_primitive::<Int64Type>()
+                    .iter()
+                    .flatten()
+                    .map(i128::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    let deltas = v.windows(2).map(|w| w[1] - w[0]);
+    let (Some(lo), Some(hi)) = (deltas.clone().min(), deltas.max()) else {
         return false;
     };
-    let v: Vec<i64> = sample
-        .as_primitive::<arrow::datatypes::Int64Type>()
-        .iter()
-        .flatten()
-        .collect();
-    v.len() >= 2 && v.windows(2).all(|w| w[1].abs_diff(w[0]) < 1 << 16)
+    let width = 128 - (hi - lo).leading_zeros();
+    width * 4 <= bits * 3
 }
 
 /// Whether a column's first values are mostly distinct.
