@@ -12,8 +12,8 @@
 //! an `X` check digit and anything mixed stay strings; decimals keep their
 //! exact scale as `decimal(p,s)` instead of becoming floats.
 
-use super::compress::{open_range, range_info, Chunks, WHOLE_ZSTD};
-use super::cut::{cut_parts, ByteCut, ByteSplitter};
+use super::compress::{open_range, Chunks, WHOLE_ZSTD};
+use super::cut::{cut_parts, range_infos, ByteCut, ByteSplitter, RangePart};
 use super::io::{ChunkStream, CHUNK};
 use super::location::{FileMeta, Location};
 use super::types::parse_schema;
@@ -354,25 +354,12 @@ fn infer_types(records: &[Vec<Vec<u8>>], ncols: usize, nulls: &[Vec<u8>]) -> Vec
     guesses.iter().map(Guess::data_type).collect()
 }
 
-#[derive(Debug, Clone)]
-struct Part {
-    file: usize,
-    start: u64,
-    end: u64,
-    /// Row number (header = row 1) of the first record, when the partition
-    /// starts a file.
-    first_row: Option<u64>,
-    /// Where input bytes are counted from: 0 for a file's first partition,
-    /// so the header counts too.
-    counted_from: u64,
-}
-
 /// A planned CSV source.
 #[derive(Clone)]
 pub struct CsvSource {
     loc: Location,
     files: Vec<FileMeta>,
-    parts: Vec<Part>,
+    parts: Vec<RangePart>,
     infos: Vec<PartitionInfo>,
     schema: SchemaRef,
     dialect: Dialect,
@@ -556,7 +543,7 @@ impl SourceFactory for CsvSourceFactory {
             if zst {
                 // A zstd stream is read from its start: one partition, offsets
                 // in decompressed bytes; `end` is unknown until read.
-                parts.push(Part {
+                parts.push(RangePart {
                     file: fi,
                     start: data_start,
                     end: WHOLE_ZSTD,
@@ -596,7 +583,7 @@ impl SourceFactory for CsvSourceFactory {
             }
             cuts.push(f.size);
             for (k, w) in cuts.windows(2).enumerate() {
-                parts.push(Part {
+                parts.push(RangePart {
                     file: fi,
                     start: w[0],
                     end: w[1],
@@ -605,11 +592,7 @@ impl SourceFactory for CsvSourceFactory {
                 });
             }
         }
-        let infos = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| range_info(i, &files[p.file], p.start, p.end, p.counted_from))
-            .collect();
+        let infos = range_infos(&parts, &files);
         Ok(Arc::new(CsvSource {
             loc,
             files,
@@ -826,26 +809,8 @@ impl Source for CsvSource {
     /// splitter found) and `at..` to the old end becomes the last partition.
     fn split_at(&self, partition: usize, at: u64) -> Option<Arc<dyn Source>> {
         let mut s = self.clone();
-        s.parts = cut_parts(
-            &self.parts,
-            partition,
-            at,
-            |p| (p.start, if p.end == WHOLE_ZSTD { 0 } else { p.end }),
-            |p, at| p.end = at,
-            |p, at| Part {
-                file: p.file,
-                start: at,
-                end: p.end,
-                first_row: None,
-                counted_from: at,
-            },
-        )?;
-        s.infos = s
-            .parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| range_info(i, &s.files[p.file], p.start, p.end, p.counted_from))
-            .collect();
+        s.parts = cut_parts(&self.parts, partition, at)?;
+        s.infos = range_infos(&s.parts, &s.files);
         Some(Arc::new(s))
     }
 }

@@ -3,10 +3,12 @@
 //! sources. Each brings how it finds a record boundary; the reader calls
 //! [`ByteCut::poll`] between records and [`ByteCut::cap`] on every chunk.
 
+use super::compress::{range_info, WHOLE_ZSTD};
+use super::location::FileMeta;
 use bytes::Bytes;
 use std::sync::Arc;
 use tidex_engine::runtime::cut::LiveCut;
-use tidex_engine::{Result, Splitter};
+use tidex_engine::{PartitionInfo, Result, Splitter};
 
 /// Less than this left to read is not worth a new partition.
 pub const MIN_CUT_BYTES: u64 = 256 << 10;
@@ -108,25 +110,49 @@ impl ByteCut {
     }
 }
 
-/// `parts` with part `partition` (a byte range) ending at `at` and a new
-/// part from `at` to its old end appended; `None` when `at` is not inside
-/// it. `range` reads a part's bounds, `end_at` shortens one, `rest` makes
-/// the new part.
-pub fn cut_parts<P: Clone>(
-    parts: &[P],
-    partition: usize,
-    at: u64,
-    range: impl Fn(&P) -> (u64, u64),
-    end_at: impl Fn(&mut P, u64),
-    rest: impl Fn(&P, u64) -> P,
-) -> Option<Vec<P>> {
+/// A partition of a CSV or JSON-lines source: a byte range of one file
+/// (`end` is `WHOLE_ZSTD` for a compressed file read whole).
+#[derive(Debug, Clone)]
+pub struct RangePart {
+    /// Index of the file in the source's file list.
+    pub file: usize,
+    /// First byte of the range.
+    pub start: u64,
+    /// End of the range (exclusive), or `WHOLE_ZSTD`.
+    pub end: u64,
+    /// Row (or line) number of the first record, when the partition starts
+    /// a file: error locations count from it.
+    pub first_row: Option<u64>,
+    /// Where input bytes are counted from: 0 for a CSV file's first
+    /// partition, so its header counts too; `start` otherwise.
+    pub counted_from: u64,
+}
+
+/// `parts` with part `partition` ending at `at` and a new part from `at`
+/// to its old end appended; `None` when `at` is not inside it (or the part
+/// is a compressed file, which is read whole).
+pub fn cut_parts(parts: &[RangePart], partition: usize, at: u64) -> Option<Vec<RangePart>> {
     let p = parts.get(partition)?;
-    let (start, end) = range(p);
-    if at <= start || at >= end {
+    if p.end == WHOLE_ZSTD || at <= p.start || at >= p.end {
         return None;
     }
     let mut out = parts.to_vec();
-    out.push(rest(p, at));
-    end_at(&mut out[partition], at);
+    out.push(RangePart {
+        file: p.file,
+        start: at,
+        end: p.end,
+        first_row: None,
+        counted_from: at,
+    });
+    out[partition].end = at;
     Some(out)
+}
+
+/// The partition infos of `parts`, in order.
+pub fn range_infos(parts: &[RangePart], files: &[FileMeta]) -> Vec<PartitionInfo> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| range_info(i, &files[p.file], p.start, p.end, p.counted_from))
+        .collect()
 }

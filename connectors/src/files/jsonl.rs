@@ -4,8 +4,8 @@
 //! batch is decoded again line by line so only the bad lines are rejected.
 //! Unknown fields are errors (strict mode), so no value is silently dropped.
 
-use super::compress::{open_range, range_info, Chunks, WHOLE_ZSTD};
-use super::cut::{cut_parts, ByteCut, ByteSplitter};
+use super::compress::{open_range, Chunks, WHOLE_ZSTD};
+use super::cut::{cut_parts, range_infos, ByteCut, ByteSplitter, RangePart};
 use super::location::{FileMeta, Location};
 use super::types::parse_schema;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -49,20 +49,12 @@ pub struct JsonlSourceConfig {
 /// Registers `type = "jsonl"`.
 pub struct JsonlSourceFactory;
 
-#[derive(Debug, Clone)]
-struct Part {
-    file: usize,
-    start: u64,
-    end: u64,
-    first_line: Option<u64>,
-}
-
 /// A planned JSON-lines source.
 #[derive(Clone)]
 pub struct JsonlSource {
     loc: Location,
     files: Vec<FileMeta>,
-    parts: Vec<Part>,
+    parts: Vec<RangePart>,
     infos: Vec<PartitionInfo>,
     schema: SchemaRef,
     io: tokio::runtime::Handle,
@@ -168,11 +160,12 @@ impl SourceFactory for JsonlSourceFactory {
         for (fi, f) in files.iter().enumerate() {
             if super::compress::is_zstd(&f.display) {
                 // A zstd stream is read from its start: one partition.
-                parts.push(Part {
+                parts.push(RangePart {
                     file: fi,
                     start: 0,
                     end: WHOLE_ZSTD,
-                    first_line: Some(1),
+                    first_row: Some(1),
+                    counted_from: 0,
                 });
                 continue;
             }
@@ -197,19 +190,16 @@ impl SourceFactory for JsonlSourceFactory {
             }
             cuts.push(f.size);
             for (k, w) in cuts.windows(2).enumerate() {
-                parts.push(Part {
+                parts.push(RangePart {
                     file: fi,
                     start: w[0],
                     end: w[1],
-                    first_line: (k == 0).then_some(1),
+                    first_row: (k == 0).then_some(1),
+                    counted_from: w[0],
                 });
             }
         }
-        let infos = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| range_info(i, &files[p.file], p.start, p.end, p.start))
-            .collect();
+        let infos = range_infos(&parts, &files);
         Ok(Arc::new(JsonlSource {
             loc,
             files,
@@ -267,7 +257,7 @@ impl Source for JsonlSource {
             eof: false,
             start: p.start,
             offset: p.start,
-            first_line: p.first_line,
+            first_line: p.first_row,
             line_no: 0,
             batch: Vec::new(),
             lines: Vec::new(),
@@ -282,25 +272,8 @@ impl Source for JsonlSource {
     /// end becomes the last partition.
     fn split_at(&self, partition: usize, at: u64) -> Option<Arc<dyn Source>> {
         let mut s = self.clone();
-        s.parts = cut_parts(
-            &self.parts,
-            partition,
-            at,
-            |p| (p.start, if p.end == WHOLE_ZSTD { 0 } else { p.end }),
-            |p, at| p.end = at,
-            |p, at| Part {
-                file: p.file,
-                start: at,
-                end: p.end,
-                first_line: None,
-            },
-        )?;
-        s.infos = s
-            .parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| range_info(i, &s.files[p.file], p.start, p.end, p.start))
-            .collect();
+        s.parts = cut_parts(&self.parts, partition, at)?;
+        s.infos = range_infos(&s.parts, &s.files);
         Some(Arc::new(s))
     }
 }
