@@ -84,7 +84,8 @@ pub struct FileSinkConfig {
     pub row_group_rows: usize,
     /// Parquet: `compact` (default) writes delta encodings where they
     /// shrink a column (DELTA_LENGTH_BYTE_ARRAY for mostly distinct strings,
-    /// DELTA_BINARY_PACKED for integers that step by small amounts);
+    /// DELTA_BINARY_PACKED for mostly distinct integer-like values whose
+    /// differences are narrow; see `column_encoding`);
     /// `plain` keeps to the encodings every Parquet reader knows (PLAIN and
     /// dictionaries), for old readers.
     #[serde(default)]
@@ -744,9 +745,9 @@ fn column_encoding(col: &arrow::array::ArrayRef, compact: bool) -> ColumnEncodin
 /// span at most three quarters of the bits Parquet stores them in (INT32 or
 /// INT64): DELTA_BINARY_PACKED then stores each difference in that many bits
 /// where PLAIN stores all of them. Sequences and sorted keys need a few
-/// bits, phone numbers 34, amounts under a million 27. Timestamps of a few
-/// years in microseconds need about 50 and stay PLAIN with values spread over
-/// the whole range (hashes): delta-packing them would cost more time than
+/// bits, phone numbers 34, amounts under a million 27. Timestamps spread over
+/// a few years in microseconds (about 50) and values spread over the whole
+/// range (hashes) stay PLAIN: delta-packing them would cost more time than
 /// the compressor saves.
 fn narrow_deltas(col: &arrow::array::ArrayRef) -> bool {
     use arrow::array::AsArray;
