@@ -16,6 +16,7 @@ use super::compress::{open_range, Chunks, WHOLE_ZSTD};
 use super::cut::{cut_parts, range_infos, ByteCut, ByteSplitter, RangePart};
 use super::io::{ChunkStream, CHUNK};
 use super::location::{FileMeta, Location};
+use super::scan::Scan3;
 use super::types::parse_schema;
 use arrow::array::{
     ArrayRef, BooleanArray, BooleanBuilder, Decimal128Builder, PrimitiveBuilder, StringArray,
@@ -792,6 +793,8 @@ impl Source for CsvSource {
             ends: vec![0; 1 << 16],
             starts: Vec::new(),
             core_active: false,
+            doubled: Vec::new(),
+            unseparated: Vec::new(),
             fused: false,
             dialect: self.dialect,
             data_len: 0,
@@ -844,6 +847,12 @@ struct CsvReader {
     starts: Vec<usize>,
     /// csv-core is in the middle of a record.
     core_active: bool,
+    /// Fields of the current record that hold doubled quotes, by index.
+    doubled: Vec<usize>,
+    /// Field indexes of the batch's records that were not split in place
+    /// (csv-core's, whose fields are back to back): their boundaries are
+    /// checked to lie on character boundaries before the fast UTF-8 path.
+    unseparated: Vec<std::ops::Range<usize>>,
     /// The current chunk suits the fused scan (no stray carriage returns,
     /// no comment character configured).
     fused: bool,
@@ -854,6 +863,77 @@ struct CsvReader {
     rows: Vec<(u64, u64)>,
     /// Records with the wrong field count, with the number of good rows before them.
     malformed: Vec<(usize, DirtyRow)>,
+}
+
+/// Splits the record at the start of `rest` in place, when it is complete
+/// there and every field is either unquoted (a quote inside it is a plain
+/// byte, as for csv-core) or quoted and followed directly by a delimiter or
+/// the line end, with no escape character inside (quotes doubled inside it
+/// are fine). Calls `field(start, end, doubled)` for each field's value, as
+/// positions in `rest` (a quoted value lies between its quotes; `doubled`:
+/// it holds doubled quotes, still to be undoubled), and returns the bytes
+/// taken (through the newline) and the record's length without its
+/// terminator (0: a blank line). `None`: csv-core must take the record, and
+/// the fields already reported are to be dropped. The caller makes sure that
+/// every carriage return in `rest` comes before a newline and that no
+/// comment character is configured.
+#[inline(always)]
+fn split_simple(
+    rest: &[u8],
+    d: &Dialect,
+    mut field: impl FnMut(usize, usize, bool),
+) -> Option<(usize, usize)> {
+    let (delim, quote) = (d.delimiter, d.quote);
+    let mut field_start = 0;
+    let mut scan = Scan3::new(rest, delim, b'\n', quote);
+    loop {
+        let p = scan.next()?;
+        let b = rest[p];
+        if b == delim {
+            field(field_start, p, false);
+            field_start = p + 1;
+        } else if b == b'\n' {
+            let end = if p > field_start && rest[p - 1] == b'\r' {
+                p - 1
+            } else {
+                p
+            };
+            field(field_start, end, false);
+            return Some((p + 1, end));
+        } else if p != field_start {
+            // A quote inside an unquoted field is kept as is.
+        } else {
+            // The closing quote: the first one not doubled (quotes are
+            // doubled inside a field only when no escape is configured).
+            let (mut q, mut doubled) = (p + 1 + memchr::memchr(quote, &rest[p + 1..])?, false);
+            if let Some(e) = d.escape {
+                if memchr::memchr(e, &rest[p + 1..q]).is_some() {
+                    return None;
+                }
+            } else {
+                while rest.get(q + 1) == Some(&quote) {
+                    doubled = true;
+                    q = q + 2 + memchr::memchr(quote, &rest[q + 2..])?;
+                }
+            }
+            match rest.get(q + 1) {
+                Some(&c) if c == delim => {
+                    field(p + 1, q, doubled);
+                    field_start = q + 2;
+                    scan.seek(q + 2);
+                }
+                Some(b'\n') => {
+                    field(p + 1, q, doubled);
+                    return Some((q + 2, q + 1));
+                }
+                Some(b'\r') if rest.get(q + 2) == Some(&b'\n') => {
+                    field(p + 1, q, doubled);
+                    return Some((q + 3, q + 1));
+                }
+                _ => return None,
+            }
+        }
+    }
 }
 
 impl CsvReader {
@@ -880,73 +960,74 @@ impl CsvReader {
 
     /// Tokenizes up to `batch_rows` records into `data`/`ends`.
     /// Splits the next record with one scan when it is complete in the
-    /// buffer and has no quote. `Some(true)`: a row (or a malformed record,
-    /// routed aside) was taken; `Some(false)`: a blank line was skipped;
-    /// `None`: csv-core must take this record.
+    /// buffer and simple (see [`split_simple`]). `Some(true)`: a row (or a
+    /// malformed record, routed aside) was taken; `Some(false)`: a blank
+    /// line was skipped; `None`: csv-core must take this record.
     fn fused_record(&mut self, ncols: usize) -> Result<Option<bool>> {
         let rest = &self.buf[self.pos..];
-        let (delim, quote) = (self.dialect.delimiter, self.dialect.quote);
         let base = self.data_len;
         let (starts_before, ends_before) = (self.starts.len(), self.ends_len);
-        let mut field_start = 0usize;
-        let mut line_end = None;
-        for p in memchr::memchr3_iter(delim, b'\n', quote, rest) {
-            let b = rest[p];
-            if b == b'\n' {
-                line_end = Some(p);
-                break;
+        let (starts, ends, ends_len) = (&mut self.starts, &mut self.ends, &mut self.ends_len);
+        let doubled = &mut self.doubled;
+        doubled.clear();
+        let split = split_simple(rest, &self.dialect, |s, e, d| {
+            if *ends_len + 1 > ends.len() {
+                let n = ends.len() * 2;
+                ends.resize(n, 0);
             }
-            if b == quote {
-                break;
+            if d {
+                doubled.push(starts.len());
             }
-            if self.ends_len + 2 > self.ends.len() {
-                let n = self.ends.len() * 2;
-                self.ends.resize(n, 0);
-            }
-            self.starts.push(base + field_start);
-            self.ends[self.ends_len] = base + p;
-            self.ends_len += 1;
-            field_start = p + 1;
-        }
-        let Some(nl) = line_end else {
+            starts.push(base + s);
+            ends[*ends_len] = base + e;
+            *ends_len += 1;
+        });
+        let Some((consumed, line_len)) = split else {
             self.starts.truncate(starts_before);
             self.ends_len = ends_before;
             return Ok(None);
         };
-        let line_len = if nl > 0 && rest[nl - 1] == b'\r' {
-            nl - 1
-        } else {
-            nl
-        };
         let rec_offset = self.offset;
-        self.pos += nl + 1;
-        self.offset += nl as u64 + 1;
+        let line_start = self.pos;
+        self.pos += consumed;
+        self.offset += consumed as u64;
         self.rec_start = self.offset;
         if line_len == 0 {
             self.starts.truncate(starts_before);
             self.ends_len = ends_before;
             return Ok(Some(false)); // blank lines are skipped, as csv-core does
         }
-        if self.ends_len + 2 > self.ends.len() {
-            let n = self.ends.len() * 2;
-            self.ends.resize(n, 0);
-        }
-        self.starts.push(base + field_start.min(line_len));
-        self.ends[self.ends_len] = base + line_len;
-        self.ends_len += 1;
-        if base + line_len > self.data.len() {
-            let n = (self.data.len() * 2).max(base + line_len);
+        // The terminator is copied too: every field then lies between
+        // ASCII bytes, so it starts and ends on a character boundary when
+        // the whole buffer is valid UTF-8 (see `convert`).
+        if base + consumed > self.data.len() {
+            let n = (self.data.len() * 2).max(base + consumed);
             self.data.resize(n, 0);
         }
-        let line = &self.buf[self.pos - nl - 1..self.pos - nl - 1 + line_len];
-        self.data[base..base + line_len].copy_from_slice(line);
-        self.data_len += line_len;
+        self.data[base..base + consumed]
+            .copy_from_slice(&self.buf[line_start..line_start + consumed]);
+        self.data_len += consumed;
+        for &i in &self.doubled {
+            // Undouble the quotes in place; the bytes freed at the end of
+            // the value become spaces, so the buffer stays valid UTF-8.
+            let (start, end) = (self.starts[i], self.ends[i + 1]);
+            let (mut w, mut r) = (start, start);
+            while r < end {
+                let b = self.data[r];
+                self.data[w] = b;
+                w += 1;
+                r += if b == self.dialect.quote { 2 } else { 1 };
+            }
+            self.data[w..end].fill(b' ');
+            self.ends[i + 1] = w;
+        }
         self.records += 1;
         let nfields = self.ends_len - ends_before;
         if nfields != ncols {
-            let values = line
-                .split(|&b| b == delim)
-                .map(|f| String::from_utf8_lossy(f).into_owned())
+            let values = self.starts[starts_before..]
+                .iter()
+                .zip(&self.ends[ends_before..self.ends_len])
+                .map(|(&s, &e)| String::from_utf8_lossy(&self.data[s..e]).into_owned())
                 .collect();
             self.data_len = base;
             self.ends_len = ends_before;
@@ -966,6 +1047,7 @@ impl CsvReader {
         self.data_len = 0;
         self.ends_len = 1;
         self.starts.clear();
+        self.unseparated.clear();
         self.rows.clear();
         self.malformed.clear();
         let (mut rec_data, mut rec_ends) = (0usize, 1usize);
@@ -1069,6 +1151,7 @@ impl CsvReader {
                             self.malformed.push((self.rows.len(), row));
                         } else {
                             self.rows.push((rec_offset, self.records));
+                            self.unseparated.push(starts_before..self.starts.len());
                         }
                         rec_data = self.data_len;
                         rec_ends = self.ends_len;
@@ -1121,11 +1204,13 @@ impl CsvReader {
                     }
                     // csv-core writes field ends relative to the record, fields back to back.
                     let mut start = rec_data;
+                    let first = self.starts.len();
                     for e in &mut self.ends[rec_ends..self.ends_len] {
                         *e += rec_data;
                         self.starts.push(start);
                         start = *e;
                     }
+                    self.unseparated.push(first..self.starts.len());
                     rec_data = self.data_len;
                     rec_ends = self.ends_len;
                     self.rows.push((rec_offset, self.records));
@@ -1146,13 +1231,25 @@ impl CsvReader {
         let nrows = self.rows.len();
         let data = &self.data[..self.data_len];
         let bounds = &self.ends[..self.ends_len];
-        // Fast path: one validation of the whole buffer; sound per field
-        // because every field boundary is also checked to be a char boundary.
+        // Fast path: one validation of the whole buffer. That makes every
+        // field valid UTF-8 when its start and end are character
+        // boundaries: true of fields split in place, which lie between
+        // ASCII delimiters, quotes or terminators (all ASCII), and checked
+        // here for the others, whose fields are back to back.
         let starts = &self.starts[..];
         let text = simdutf8::basic::from_utf8(data).ok().filter(|t| {
-            bounds.iter().all(|&b| t.is_char_boundary(b))
-                && starts.iter().all(|&b| t.is_char_boundary(b))
+            self.unseparated.iter().all(|r| {
+                r.clone()
+                    .all(|i| t.is_char_boundary(starts[i]) && t.is_char_boundary(bounds[i + 1]))
+            })
         });
+        if let Some(t) = text {
+            debug_assert!(
+                (0..starts.len())
+                    .all(|i| t.is_char_boundary(starts[i]) && t.is_char_boundary(bounds[i + 1])),
+                "a field split in place does not lie between ASCII bytes"
+            );
+        }
         let mut bad: Vec<(usize, usize, String)> = Vec::new();
         let only_empty_null = self.nulls.len() == 1 && self.nulls[0].is_empty();
         let field = |r: usize, c: usize| -> &[u8] {
@@ -1169,8 +1266,8 @@ impl CsvReader {
         let get_str = |r: usize, c: usize| -> Result<&str, String> {
             let k = r * ncols + c;
             match text {
-                // SAFETY: `t` is valid UTF-8 and every field start and end was
-                // checked above to lie on a char boundary of it.
+                // SAFETY: `t` is valid UTF-8 and every field start and end
+                // lies on a char boundary of it (see `text` above).
                 Some(t) => Ok(unsafe { t.get_unchecked(starts[k]..bounds[k + 1]) }),
                 None => {
                     std::str::from_utf8(field(r, c)).map_err(|e| format!("invalid UTF-8 ({e})"))
@@ -1760,6 +1857,91 @@ mod tests {
             "overflow goes to the general parser"
         );
         assert!(decimal("123.45", 4, 2).is_err());
+    }
+
+    #[test]
+    fn split_simple_agrees_with_csv_core() {
+        // Random records over the bytes that matter to the tokenizer; each
+        // one that split_simple takes must come out as csv-core reads it.
+        let dialects = [
+            Dialect {
+                delimiter: b',',
+                quote: b'"',
+                escape: None,
+                comment: None,
+            },
+            Dialect {
+                delimiter: b';',
+                quote: b'\'',
+                escape: Some(b'\\'),
+                comment: None,
+            },
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for d in &dialects {
+            let (mut taken, mut quoted, mut undoubled) = (0, 0, 0);
+            for _ in 0..20_000 {
+                let mut rec = Vec::new();
+                let (delim, quote, pair) = ([d.delimiter], [d.quote], [d.quote; 2]);
+                for _ in 0..next(40) {
+                    rec.extend_from_slice(match next(12) {
+                        0 => &delim[..],
+                        1 => &quote[..],
+                        8 => &pair[..],
+                        2 => b"\n",
+                        3 => b"\r\n",
+                        4 => b"\\",
+                        5 => "中".as_bytes(),
+                        6 => b",",
+                        7 => b"a longer run of text",
+                        _ => b"ab",
+                    });
+                }
+                rec.extend_from_slice(if next(2) == 0 { b"\n" } else { b"\r\n" });
+                rec.extend_from_slice(b"x,y\n");
+                let mut fields = Vec::new();
+                let Some((consumed, len)) = split_simple(&rec, d, |s, e, doubled| {
+                    let mut v = rec[s..e].to_vec();
+                    if doubled {
+                        undoubled += 1;
+                        let pair = [d.quote; 2];
+                        let mut out = Vec::new();
+                        let mut i = 0;
+                        while i < v.len() {
+                            out.push(v[i]);
+                            i += if v[i..].starts_with(&pair) { 2 } else { 1 };
+                        }
+                        v = out;
+                    }
+                    fields.push(v)
+                }) else {
+                    continue;
+                };
+                let ((records, _), rest) = (parse_records(d, &rec, true, 1), &rec[consumed..]);
+                if len == 0 {
+                    assert!(matches!(&rec[..consumed], b"\n" | b"\r\n"), "{rec:?}");
+                    continue;
+                }
+                assert_eq!(records[0], fields, "{:?}", String::from_utf8_lossy(&rec));
+                // The rest starts at the next record: csv-core reads the same from there.
+                assert_eq!(
+                    parse_records(d, rest, true, usize::MAX).0,
+                    parse_records(d, &rec, true, usize::MAX).0[1..],
+                    "{rec:?}"
+                );
+                taken += 1;
+                quoted += usize::from(rec[..len].contains(&d.quote));
+            }
+            assert!(taken > 5_000 && quoted > 1_000, "{taken} {quoted}");
+            // Doubled quotes are undoubled in place only without an escape.
+            assert_eq!(undoubled > 100, d.escape.is_none(), "{undoubled}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod ipc_source;
 pub mod jsonl;
 pub mod location;
 pub mod parquet_source;
+mod scan;
 pub mod sealed;
 pub mod sink;
 pub mod types;
