@@ -1481,22 +1481,36 @@ fn timestamp_micros(s: &str) -> Option<i64> {
 }
 
 fn fast_timestamp(b: &[u8]) -> Option<i64> {
-    if b.len() < 19
-        || !(b[10] == b' ' || b[10] == b'T')
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[13] != b':'
-        || b[16] != b':'
+    let (head, _) = b.split_first_chunk::<19>()?;
+    if !(head[10] == b' ' || head[10] == b'T')
+        || head[4] != b'-'
+        || head[7] != b'-'
+        || head[13] != b':'
+        || head[16] != b':'
     {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        b[r].iter().try_fold(0i64, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-        })
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Every other place holds a digit: check them all at once, without
+    // a branch per digit.
+    let mut digit = [0i64; 19];
+    let mut bad = false;
+    for i in [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18] {
+        let v = head[i].wrapping_sub(b'0');
+        bad |= v > 9;
+        digit[i] = i64::from(v);
+    }
+    if bad {
+        return None;
+    }
+    let two = |i: usize| digit[i] * 10 + digit[i + 1];
+    let (y, mo, d, h, mi, sec) = (
+        two(0) * 100 + two(2),
+        two(5),
+        two(8),
+        two(11),
+        two(14),
+        two(17),
+    );
     let mut micros = 0i64;
     if b.len() > 19 {
         // Only a fraction may follow; offsets and zones take the slow path.
@@ -1508,7 +1522,10 @@ fn fast_timestamp(b: &[u8]) -> Option<i64> {
         {
             return None;
         }
-        micros = num(20..b.len())? * 10i64.pow(6 - frac.len() as u32);
+        let f = frac
+            .iter()
+            .fold(0i64, |acc, &c| acc * 10 + i64::from(c - b'0'));
+        micros = f * 10i64.pow(6 - frac.len() as u32);
     }
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let dim = [
