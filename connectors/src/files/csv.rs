@@ -790,7 +790,12 @@ impl Source for CsvSource {
             first_row: p.first_row,
             records: 0,
             data: vec![0; 1 << 20],
-            ends: vec![0; 1 << 16],
+            // Room for a batch of field ends up front (they grow on demand).
+            ends: vec![
+                0;
+                (self.batch_rows.saturating_mul(self.schema.fields().len()) + 2)
+                    .clamp(1 << 16, 1 << 20)
+            ],
             starts: Vec::new(),
             core_active: false,
             doubled: Vec::new(),
