@@ -1268,16 +1268,32 @@ impl CsvReader {
                 self.nulls.iter().any(|n| n.as_slice() == f)
             }
         };
-        let get_str = |r: usize, c: usize| -> Result<&str, String> {
-            let k = r * ncols + c;
+        let as_str = |s: usize, e: usize| -> Result<&str, String> {
             match text {
                 // SAFETY: `t` is valid UTF-8 and every field start and end
                 // lies on a char boundary of it (see `text` above).
-                Some(t) => Ok(unsafe { t.get_unchecked(starts[k]..bounds[k + 1]) }),
+                Some(t) => Ok(unsafe { t.get_unchecked(s..e) }),
                 None => {
-                    std::str::from_utf8(field(r, c)).map_err(|e| format!("invalid UTF-8 ({e})"))
+                    std::str::from_utf8(&data[s..e]).map_err(|e| format!("invalid UTF-8 ({e})"))
                 }
             }
+        };
+        // Start and end of column `c`'s field in each row, in row order: a
+        // strided walk, without an index computation and check per field.
+        let spans = |c: usize| {
+            starts
+                .get(c..)
+                .unwrap_or_default()
+                .iter()
+                .step_by(ncols)
+                .zip(
+                    bounds
+                        .get(c + 1..)
+                        .unwrap_or_default()
+                        .iter()
+                        .step_by(ncols),
+                )
+                .map(|(&s, &e)| (s, e))
         };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(ncols);
         for (c, f) in self.schema.fields().iter().enumerate() {
@@ -1288,7 +1304,14 @@ impl CsvReader {
                 };
                 ($t:ty, $what:expr, $fast:expr) => {
                     prim::<$t>(
-                        nrows, c, &get_str, &is_null, &field, &mut fail, $what, $fast,
+                        nrows,
+                        spans(c),
+                        data,
+                        &as_str,
+                        &is_null,
+                        &mut fail,
+                        $what,
+                        $fast,
                     )
                 };
             }
@@ -1296,13 +1319,13 @@ impl CsvReader {
                 DataType::Utf8 if text.is_some() => {
                     // Every field is known to be valid UTF-8: build the
                     // array's buffers directly instead of value by value.
-                    let bytes: usize = (0..nrows).map(|r| field(r, c).len()).sum();
+                    let bytes: usize = spans(c).map(|(s, e)| e - s).sum();
                     let mut values: Vec<u8> = Vec::with_capacity(bytes);
                     let mut offsets: Vec<i32> = Vec::with_capacity(nrows + 1);
                     let mut nulls = arrow::array::NullBufferBuilder::new(nrows);
                     offsets.push(0);
-                    for r in 0..nrows {
-                        let f = field(r, c);
+                    for (s, e) in spans(c) {
+                        let f = &data[s..e];
                         if is_null(f) {
                             nulls.append_null();
                         } else {
@@ -1329,14 +1352,14 @@ impl CsvReader {
                     Arc::new(arr)
                 }
                 DataType::Utf8 => {
-                    let bytes: usize = (0..nrows).map(|r| field(r, c).len()).sum();
+                    let bytes: usize = spans(c).map(|(s, e)| e - s).sum();
                     let mut b = StringBuilder::with_capacity(nrows, bytes);
-                    for r in 0..nrows {
-                        if is_null(field(r, c)) {
+                    for (r, (s, e)) in spans(c).enumerate() {
+                        if is_null(&data[s..e]) {
                             b.append_null();
                             continue;
                         }
-                        match get_str(r, c) {
+                        match as_str(s, e) {
                             Ok(s) => b.append_value(s),
                             Err(e) => {
                                 b.append_null();
@@ -1348,12 +1371,12 @@ impl CsvReader {
                 }
                 DataType::Boolean => {
                     let mut b = BooleanBuilder::with_capacity(nrows);
-                    for r in 0..nrows {
-                        if is_null(field(r, c)) {
+                    for (r, (s, e)) in spans(c).enumerate() {
+                        if is_null(&data[s..e]) {
                             b.append_null();
                             continue;
                         }
-                        match get_str(r, c).ok().and_then(parse_bool) {
+                        match as_str(s, e).ok().and_then(parse_bool) {
                             Some(v) => b.append_value(v),
                             None => {
                                 b.append_null();
@@ -1361,7 +1384,7 @@ impl CsvReader {
                                     r,
                                     format!(
                                         "{:?} is not a boolean",
-                                        String::from_utf8_lossy(field(r, c))
+                                        String::from_utf8_lossy(&data[s..e])
                                     ),
                                 );
                             }
@@ -1384,12 +1407,12 @@ impl CsvReader {
                 DataType::Date32 => num!(Date32Type, "date (YYYY-MM-DD)"),
                 DataType::Timestamp(TimeUnit::Microsecond, tz) => {
                     let mut b = PrimitiveBuilder::<TimestampMicrosecondType>::with_capacity(nrows);
-                    for r in 0..nrows {
-                        if is_null(field(r, c)) {
+                    for (r, (s, e)) in spans(c).enumerate() {
+                        if is_null(&data[s..e]) {
                             b.append_null();
                             continue;
                         }
-                        match get_str(r, c).ok().and_then(timestamp_micros) {
+                        match as_str(s, e).ok().and_then(timestamp_micros) {
                             Some(v) => b.append_value(v),
                             None => {
                                 b.append_null();
@@ -1397,7 +1420,7 @@ impl CsvReader {
                                     r,
                                     format!(
                                         "{:?} is not a timestamp",
-                                        String::from_utf8_lossy(field(r, c))
+                                        String::from_utf8_lossy(&data[s..e])
                                     ),
                                 );
                             }
@@ -1408,12 +1431,12 @@ impl CsvReader {
                 DataType::Decimal128(p, s) => {
                     let (p, s) = (*p, *s);
                     let mut b = Decimal128Builder::with_capacity(nrows);
-                    for r in 0..nrows {
-                        if is_null(field(r, c)) {
+                    for (r, (start, end)) in spans(c).enumerate() {
+                        if is_null(&data[start..end]) {
                             b.append_null();
                             continue;
                         }
-                        match get_str(r, c).and_then(|v| decimal(v, p, s)) {
+                        match as_str(start, end).and_then(|v| decimal(v, p, s)) {
                             Ok(v) => b.append_value(v),
                             Err(e) => {
                                 b.append_null();
@@ -1644,22 +1667,22 @@ fn decimal(v: &str, p: u8, s: i8) -> Result<i128, String> {
 #[allow(clippy::too_many_arguments)]
 fn prim<'a, T: ArrowPrimitiveType + Parser>(
     nrows: usize,
-    c: usize,
-    get_str: &impl Fn(usize, usize) -> Result<&'a str, String>,
+    spans: impl Iterator<Item = (usize, usize)>,
+    data: &'a [u8],
+    as_str: &impl Fn(usize, usize) -> Result<&'a str, String>,
     is_null: &impl Fn(&[u8]) -> bool,
-    field: &impl Fn(usize, usize) -> &'a [u8],
     fail: &mut impl FnMut(usize, String),
     what: &str,
     fast: impl Fn(&[u8]) -> Option<T::Native>,
 ) -> ArrayRef {
     let mut b = PrimitiveBuilder::<T>::with_capacity(nrows);
-    for r in 0..nrows {
-        let f = field(r, c);
+    for (r, (s, e)) in spans.enumerate() {
+        let f = &data[s..e];
         if is_null(f) {
             b.append_null();
             continue;
         }
-        match fast(f).or_else(|| get_str(r, c).ok().and_then(T::parse)) {
+        match fast(f).or_else(|| as_str(s, e).ok().and_then(T::parse)) {
             Some(v) => b.append_value(v),
             None => {
                 b.append_null();
