@@ -32,10 +32,11 @@ use crate::spec::{SpecError, StageConfig};
 use crate::stage::{Stage, StageFactory, StagePlan};
 use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, AesGcm};
+use aes_gcm::AesGcm;
 use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, StringBuilder};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -93,11 +94,14 @@ impl Algorithm {
 /// A keyed cipher instance.
 #[derive(Clone)]
 pub enum Cipher {
-    /// AES-256-GCM.
-    Aes(Box<Aes256Gcm>),
+    /// AES-256-GCM, by ring: its AES-NI, VAES and carry-less multiply code
+    /// seals about three times faster than a portable implementation.
+    Aes(Box<LessSafeKey>),
     /// SM4-GCM.
     Sm4(Box<Sm4Gcm>),
 }
+
+const GCM_OK: &str = "GCM encryption of an in-memory value cannot fail";
 
 impl Cipher {
     /// A cipher for `key`, which must be the algorithm's key length.
@@ -110,9 +114,9 @@ impl Cipher {
             ));
         }
         Ok(match alg {
-            Algorithm::Aes256Gcm => Cipher::Aes(Box::new(
-                Aes256Gcm::new_from_slice(key).map_err(|e| e.to_string())?,
-            )),
+            Algorithm::Aes256Gcm => Cipher::Aes(Box::new(LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, key).map_err(|_| "not an AES-256 key")?,
+            ))),
             Algorithm::Sm4Gcm => Cipher::Sm4(Box::new(
                 Sm4Gcm::new_from_slice(key).map_err(|e| e.to_string())?,
             )),
@@ -121,28 +125,17 @@ impl Cipher {
 
     /// Ciphertext followed by the 16-byte tag.
     pub fn seal(&self, nonce: &[u8; 12], aad: &[u8], msg: &[u8]) -> Vec<u8> {
-        let n = (*nonce).into();
-        let p = Payload { msg, aad };
-        match self {
-            Cipher::Aes(c) => c.encrypt(&n, p),
-            Cipher::Sm4(c) => c.encrypt(&n, p),
-        }
-        .expect("GCM encryption of an in-memory value cannot fail")
+        let mut out = Vec::with_capacity(msg.len() + 16);
+        self.seal_into(nonce, aad, msg, &mut out);
+        out
     }
 
     /// Appends `msg` sealed (ciphertext, then tag) to `out`, without
     /// allocating: the hot path of the encrypt stage.
     pub fn seal_into(&self, nonce: &[u8; 12], aad: &[u8], msg: &[u8], out: &mut Vec<u8>) {
-        use aes_gcm::aead::AeadInOut;
-        let n = (*nonce).into();
         let start = out.len();
         out.extend_from_slice(msg);
-        let buf = &mut out[start..];
-        let tag = match self {
-            Cipher::Aes(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
-            Cipher::Sm4(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
-        }
-        .expect("GCM encryption of an in-memory value cannot fail");
+        let tag = self.seal_in_place(nonce, aad, &mut out[start..]);
         out.extend_from_slice(&tag);
     }
 
@@ -150,13 +143,19 @@ impl Cipher {
     /// format seals chunks inside one output buffer without copies.
     pub fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; 16] {
         use aes_gcm::aead::AeadInOut;
-        let n = (*nonce).into();
-        let tag = match self {
-            Cipher::Aes(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
-            Cipher::Sm4(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
+        match self {
+            Cipher::Aes(k) => {
+                let n = Nonce::assume_unique_for_key(*nonce);
+                let tag = k
+                    .seal_in_place_separate_tag(n, Aad::from(aad), buf)
+                    .expect(GCM_OK);
+                tag.as_ref().try_into().expect("GCM tags are 16 bytes")
+            }
+            Cipher::Sm4(c) => c
+                .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
+                .expect(GCM_OK)
+                .into(),
         }
-        .expect("GCM encryption of an in-memory value cannot fail");
-        tag.into()
     }
 
     /// Decrypts `buf` in place when `tag` authenticates it; `false` (and
@@ -169,24 +168,32 @@ impl Cipher {
         tag: &[u8; 16],
     ) -> bool {
         use aes_gcm::aead::AeadInOut;
-        let n = (*nonce).into();
-        let t = (*tag).into();
         match self {
-            Cipher::Aes(c) => c.decrypt_inout_detached(&n, aad, buf.into(), &t),
-            Cipher::Sm4(c) => c.decrypt_inout_detached(&n, aad, buf.into(), &t),
+            Cipher::Aes(k) => {
+                let n = Nonce::assume_unique_for_key(*nonce);
+                k.open_in_place_separate_tag(n, Aad::from(aad), Tag::from(*tag), buf, 0..)
+                    .is_ok()
+            }
+            Cipher::Sm4(c) => c
+                .decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &(*tag).into())
+                .is_ok(),
         }
-        .is_ok()
     }
 
     /// The plaintext, or `None` when the tag does not match.
     pub fn open(&self, nonce: &[u8; 12], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        let n = (*nonce).into();
-        let p = Payload { msg: sealed, aad };
         match self {
-            Cipher::Aes(c) => c.decrypt(&n, p),
-            Cipher::Sm4(c) => c.decrypt(&n, p),
+            Cipher::Aes(_) => {
+                let split = sealed.len().checked_sub(16)?;
+                let mut buf = sealed[..split].to_vec();
+                let tag: [u8; 16] = sealed[split..].try_into().expect("16 bytes");
+                self.open_in_place(nonce, aad, &mut buf, &tag)
+                    .then_some(buf)
+            }
+            Cipher::Sm4(c) => c
+                .decrypt(&(*nonce).into(), Payload { msg: sealed, aad })
+                .ok(),
         }
-        .ok()
     }
 }
 
@@ -567,26 +574,31 @@ mod tests {
 
     #[test]
     fn any_flipped_bit_fails_authentication() {
-        let key = [7u8; 16];
-        let c = Cipher::new(Algorithm::Sm4Gcm, &key).unwrap();
-        let nonce = [1u8; 12];
-        let sealed = c.seal(&nonce, b"hdr", b"110101199003071234");
-        for byte in 0..sealed.len() {
-            for bit in 0..8 {
-                let mut t = sealed.clone();
-                t[byte] ^= 1 << bit;
-                assert!(
-                    c.open(&nonce, b"hdr", &t).is_none(),
-                    "byte {byte} bit {bit}"
-                );
+        for alg in [Algorithm::Aes256Gcm, Algorithm::Sm4Gcm] {
+            let c = Cipher::new(alg, &vec![7u8; alg.key_len()]).unwrap();
+            let nonce = [1u8; 12];
+            let sealed = c.seal(&nonce, b"hdr", b"110101199003071234");
+            for byte in 0..sealed.len() {
+                for bit in 0..8 {
+                    let mut t = sealed.clone();
+                    t[byte] ^= 1 << bit;
+                    assert!(
+                        c.open(&nonce, b"hdr", &t).is_none(),
+                        "{alg:?} byte {byte} bit {bit}"
+                    );
+                }
             }
+            assert!(
+                c.open(&nonce, b"hdX", &sealed).is_none(),
+                "{alg:?}: authenticated data is checked"
+            );
+            assert!(
+                c.open(&nonce, b"hdr", &sealed[..15]).is_none(),
+                "shorter than a tag"
+            );
         }
         assert!(
-            c.open(&nonce, b"hdX", &sealed).is_none(),
-            "authenticated data is checked"
-        );
-        assert!(
-            Cipher::new(Algorithm::Aes256Gcm, &key).is_err(),
+            Cipher::new(Algorithm::Aes256Gcm, &[7u8; 16]).is_err(),
             "wrong key length"
         );
     }

@@ -311,9 +311,12 @@ fn nonce(prefix: &[u8; 7], counter: u32, last: bool) -> [u8; 12] {
     n
 }
 
-/// Threads to use for sealing and compressing: one per core.
+/// Threads to use for sealing and compressing: one per core. Asked once:
+/// `available_parallelism` reads three cgroup files on every call, and
+/// writers are made per file.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Runs `f(index, item, state)` over `items`, on one scoped thread per
