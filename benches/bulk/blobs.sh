@@ -8,7 +8,9 @@
 # Environment:
 #   BENCH_MB     size of the generated tree in MB (default 1000)
 #   BENCH_REPS   runs per tool, interleaved; the median is reported (default 3)
-#   BENCH_DIR    work directory (default benches/.blobs-work; ~4x BENCH_MB free)
+#   BENCH_DIR    work directory (default benches/.blobs-work; needs about
+#                (1 + 4 x BENCH_REPS) x BENCH_MB free: every rep's outputs are
+#                kept until the timed runs end, see below)
 #   TIDEX_BIN    tidex binary to measure; skips the cargo build
 #
 # Every output is checked afterwards: tidex's by `tidex decrypt`, the tar
@@ -57,29 +59,41 @@ if [[ $sm4 == 1 ]]; then
     tools+=(tar-zstd-openssl-sm4 tidex-sm4)
 fi
 
+# cmd_for TOOL DIR: the command that writes TOOL's output under DIR.
 cmd_for() {
+    local o=$2
     case "$1" in
-        cp) echo "cp -r data out/cp" ;;
-        tar-zstd-openssl-aes) echo "tar -cf - -C data . | zstd -1 -q -c | openssl enc -aes-256-ctr -pass pass:x -pbkdf2 -out out/tar-aes.enc" ;;
-        tar-zstd-openssl-sm4) echo "tar -cf - -C data . | zstd -1 -q -c | openssl enc -sm4-ctr -pass pass:x -pbkdf2 -out out/tar-sm4.enc" ;;
-        tidex-aes) echo "$tidex --state state/aes.db copy data/ out/tidex-aes/ --compress zstd:1 --encrypt aes-256-gcm --key aes.key --no-progress" ;;
-        tidex-sm4) echo "$tidex --state state/sm4.db copy data/ out/tidex-sm4/ --compress zstd:1 --encrypt sm4-gcm --key sm4.key --no-progress" ;;
+        cp) echo "cp -r data $o/cp" ;;
+        tar-zstd-openssl-aes) echo "tar -cf - -C data . | zstd -1 -q -c | openssl enc -aes-256-ctr -pass pass:x -pbkdf2 -out $o/tar-aes.enc" ;;
+        tar-zstd-openssl-sm4) echo "tar -cf - -C data . | zstd -1 -q -c | openssl enc -sm4-ctr -pass pass:x -pbkdf2 -out $o/tar-sm4.enc" ;;
+        tidex-aes) echo "$tidex --state $o/aes.db copy data/ $o/tidex-aes/ --compress zstd:1 --encrypt aes-256-gcm --key aes.key --no-progress" ;;
+        tidex-sm4) echo "$tidex --state $o/sm4.db copy data/ $o/tidex-sm4/ --compress zstd:1 --encrypt sm4-gcm --key sm4.key --no-progress" ;;
     esac
 }
 
+# Every rep writes into a directory of its own, and no output is deleted
+# until the timed runs are over. On ext4 without a journal (this VM's root)
+# a new inode skips every inode freed in the last minute (six while its
+# inode table block is dirty), so each file created right after `rm -rf` of
+# thousands of files pays for all of them: a harness artefact that cost the
+# tools writing 4,000 files (cp, tidex) about a second and the one-file tar
+# pipeline nothing.
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+rm -rf out state && mkdir -p out
+sync
 declare -A walls rss outbytes cpus
 for rep in $(seq 1 "$reps"); do
     for t in "${tools[@]}"; do
-        rm -rf out state && mkdir -p out state
+        o="out/$rep-$t"
+        mkdir -p "$o"
         sync
-        c="$(cmd_for "$t")"
+        c="$(cmd_for "$t" "$o")"
         /usr/bin/time -f "%e %M %U %S" -o time.txt bash -c "$c" >/dev/null
         read -r wall kb user sys < time.txt
         walls[$t]+="$wall "
         cpus[$t]+="$(awk "BEGIN {print $user + $sys}") "
         rss[$t]=$(( ${rss[$t]:-0} > kb ? ${rss[$t]:-0} : kb ))
-        outbytes[$t]=$(du -sb out | cut -f1)
+        outbytes[$t]=$(du -sb --exclude='*.db*' "$o" | cut -f1)
         echo "rep $rep $t: ${wall}s, ${kb} KiB peak" >&2
     done
 done
@@ -88,21 +102,20 @@ done
 hashes() { (cd "$1" && find . -type f ! -name '_tidex_*' -print0 | sort -z | xargs -0 sha256sum); }
 hashes data > want.txt
 check() {
-    local t=$1
+    local t=$1 o=$2
     rm -rf check && mkdir -p check
     case "$t" in
-        cp) hashes out/cp ;;
-        tar-zstd-openssl-aes) openssl enc -d -aes-256-ctr -pass pass:x -pbkdf2 -in out/tar-aes.enc | zstd -d -q | tar -xf - -C check && hashes check ;;
-        tar-zstd-openssl-sm4) openssl enc -d -sm4-ctr -pass pass:x -pbkdf2 -in out/tar-sm4.enc | zstd -d -q | tar -xf - -C check && hashes check ;;
-        tidex-aes) rm -rf check && "$tidex" decrypt out/tidex-aes/ check/ --key aes.key >/dev/null && hashes check ;;
-        tidex-sm4) rm -rf check && "$tidex" decrypt out/tidex-sm4/ check/ --key sm4.key >/dev/null && hashes check ;;
+        cp) hashes "$o/cp" ;;
+        tar-zstd-openssl-aes) openssl enc -d -aes-256-ctr -pass pass:x -pbkdf2 -in "$o/tar-aes.enc" | zstd -d -q | tar -xf - -C check && hashes check ;;
+        tar-zstd-openssl-sm4) openssl enc -d -sm4-ctr -pass pass:x -pbkdf2 -in "$o/tar-sm4.enc" | zstd -d -q | tar -xf - -C check && hashes check ;;
+        tidex-aes) rm -rf check && "$tidex" decrypt "$o/tidex-aes/" check/ --key aes.key >/dev/null && hashes check ;;
+        tidex-sm4) rm -rf check && "$tidex" decrypt "$o/tidex-sm4/" check/ --key sm4.key >/dev/null && hashes check ;;
     esac
 }
+# The last rep's outputs are the ones checked.
 declare -A ok
 for t in "${tools[@]}"; do
-    rm -rf out state && mkdir -p out state
-    bash -c "$(cmd_for "$t")" >/dev/null
-    if check "$t" | cmp -s - want.txt; then ok[$t]=ok; else ok[$t]=MISMATCH; fi
+    if check "$t" "out/$reps-$t" | cmp -s - want.txt; then ok[$t]=ok; else ok[$t]=MISMATCH; fi
 done
 rm -rf out state check
 
@@ -116,7 +129,7 @@ result="$root/benches/results/blobs-$date_tag-vm$suffix.md"
     echo "# A tree of mixed files: copy, zstd-1, encrypt — $date_tag, vm"
     echo
     echo "- input: $files files, $(awk "BEGIN {printf \"%.1f\", $bytes/1e6}") MB (benches/bulk/gen_blobs.py $mb: 60% in 4 large files, 20% in 5 MB files, 20% in files under 100 kB; half text-like, half random)"
-    echo "- $reps rep(s) per tool, interleaved, median wall time; page cache holds the input; outputs are not fsynced by any tool; sync before every rep"
+    echo "- $reps rep(s) per tool, interleaved, median wall time; page cache holds the input; outputs are not fsynced by any tool; sync before every rep; every rep writes to a new directory and outputs are deleted only after the timed runs (freshly freed inodes slow file creation on ext4 without a journal)"
     echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB; load average $load_before before the runs (other builds share the machine)"
     echo "- tidex $("$tidex" --version | cut -d' ' -f2) ($(git -C "$root" rev-parse --short HEAD)); $(zstd --version | head -1); $(openssl version)"
     echo "- the kernel groups CPU time by session (sched_autogroup_enabled = $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo '?')): with other builds running, this session's processes together get about one share of the CPUs, so extra threads add little wall-time speed here; CPU s shows the work each tool does"
@@ -130,7 +143,7 @@ result="$root/benches/results/blobs-$date_tag-vm$suffix.md"
             *sm4*) ref=$(echo "${walls[tidex-sm4]}" | median) ;;
             *) ref=$(echo "${walls[tidex-aes]}" | median) ;;
         esac
-        c="$(cmd_for "$t" | sed "s|$tidex|tidex|")"
+        c="$(cmd_for "$t" out | sed "s|$tidex|tidex|")"
         printf '| %s | `%s` | %.2f | %.0f | %.2f | %d | %.1f | %.2fx | %s |\n' "$t" "$c" "$m" \
             "$(awk "BEGIN {print $bytes/1e6/$m}")" "$(echo "${cpus[$t]}" | median)" "$(( ${rss[$t]} / 1024 ))" \
             "$(awk "BEGIN {print ${outbytes[$t]}/1e6}")" "$(awk "BEGIN {print $m/$ref}")" "${ok[$t]}"
