@@ -2,7 +2,8 @@
 //! the run history table.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tidex_engine::runtime::{Progress, RunSummary};
@@ -10,14 +11,16 @@ use tidex_engine::state::RunRecord;
 
 /// A background thread that reports progress until stopped.
 pub struct Watcher {
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the thread at once: a run does not wait out the
+    /// rest of a 100 ms tick before it ends.
+    stop: Option<Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watcher {
     /// Stops reporting.
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -34,8 +37,7 @@ fn human_count(n: u64) -> String {
 
 /// Reports progress: a bar on a terminal, a log line every 5 s otherwise.
 pub fn watch(progress: Arc<Progress>, bar: bool, what: String) -> Watcher {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
+    let (stop, stopped) = channel::<()>();
     let handle = std::thread::spawn(move || {
         let started = Instant::now();
         let pb = bar.then(|| {
@@ -48,8 +50,8 @@ pub fn watch(progress: Arc<Progress>, bar: bool, what: String) -> Watcher {
             pb
         });
         let mut last_log = Instant::now();
-        while !s.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(100))
+        {
             let rows = progress.rows.load(Ordering::Relaxed);
             let bytes = progress.bytes_in.load(Ordering::Relaxed);
             let total = progress.total_bytes.load(Ordering::Relaxed);
@@ -90,7 +92,7 @@ pub fn watch(progress: Arc<Progress>, bar: bool, what: String) -> Watcher {
         }
     });
     Watcher {
-        stop,
+        stop: Some(stop),
         handle: Some(handle),
     }
 }
