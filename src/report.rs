@@ -37,6 +37,11 @@ fn human_count(n: u64) -> String {
 
 /// Reports progress: a bar on a terminal, a log line every 5 s otherwise.
 pub fn watch(progress: Arc<Progress>, bar: bool, what: String) -> Watcher {
+    watch_every(progress, bar, what, Duration::from_millis(100))
+}
+
+/// [`watch`], updating every `tick`.
+fn watch_every(progress: Arc<Progress>, bar: bool, what: String, tick: Duration) -> Watcher {
     let (stop, stopped) = channel::<()>();
     let handle = std::thread::spawn(move || {
         let started = Instant::now();
@@ -50,8 +55,7 @@ pub fn watch(progress: Arc<Progress>, bar: bool, what: String) -> Watcher {
             pb
         });
         let mut last_log = Instant::now();
-        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(100))
-        {
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
             let rows = progress.rows.load(Ordering::Relaxed);
             let bytes = progress.bytes_in.load(Ordering::Relaxed);
             let total = progress.total_bytes.load(Ordering::Relaxed);
@@ -170,6 +174,28 @@ pub fn print_runs(runs: &[RunRecord]) {
             r.dirty_rows,
             format!("{}/{}", r.partitions_done, r.partitions),
             out
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopping_does_not_wait_for_the_next_tick() {
+        let w = watch_every(
+            Arc::new(Progress::default()),
+            false,
+            "test".into(),
+            Duration::from_secs(3600),
+        );
+        let t = Instant::now();
+        w.stop();
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "stop() waited {:?} for a tick of an hour",
+            t.elapsed()
         );
     }
 }
