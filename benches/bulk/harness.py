@@ -5,8 +5,12 @@ A tool is measured as a fresh process each repetition, started by GNU time,
 so its wall time includes start-up and imports and its peak RSS is its own
 (a child forked straight from the driver would count the driver's pages).
 Repetitions are interleaved (A B C, A B C, ...) so that a noisy machine slows
-every tool alike; before each one the tool's previous output is removed and
-dirty pages are flushed (sync), so no tool pays for another's writeback.
+every tool alike; before each one the tool's previous output is removed,
+dirty pages are flushed (sync), so no tool pays for another's writeback, and
+the tool's input files are read through, so each starts with its input in the
+page cache. (Some VMs hand idle page cache back to the host within minutes:
+the input read once at the start of a run was then partly back on disk for
+later reps, and the tool that met the holes stalled on the disk.)
 """
 import os
 import shutil
@@ -45,6 +49,8 @@ class Tool:
     unavailable: Optional[str] = None
     # Ratios are computed within a group (e.g. per cipher); "" is the default.
     group: str = ""
+    # Files the tool reads, put in the page cache before every rep (see `warm`).
+    inputs: list = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +111,16 @@ def remove(path: Optional[Path]):
         path.unlink()
 
 
+def warm(paths):
+    """Reads every file in paths to the end, so that it is in the page cache."""
+    buf = bytearray(8 << 20)
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
+            while f.readinto(buf):
+                pass
+
+
 def measure(argv, log, env=None):
     """Runs argv to completion; returns (exit code, wall seconds, peak RSS KiB)."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
@@ -137,6 +153,7 @@ def run_interleaved(tools, reps, log_dir: Path, label: str):
             if t.prepare:
                 t.prepare()
             os.sync()
+            warm(t.inputs)
             log_path = log_dir / f"{label}-{safe(t.name)}.log"
             with open(log_path, "wb") as log:
                 code, wall, rss = measure(t.argv, log)

@@ -350,10 +350,10 @@ class Ctx:
         return f"{r:,} people-like rows; the CSV form is {self.csv_bytes / 1e6:.1f} MB ({self.csv.name})"
 
 
-def tidex_tool(ctx, argv, out, verify):
+def tidex_tool(ctx, argv, out, verify, inputs=()):
     state = ctx.work / "state"
     # The output and the state store both go before every rep.
-    return Tool("tidex", TIDEX, argv, out=out, verify=verify,
+    return Tool("tidex", TIDEX, argv, out=out, verify=verify, inputs=list(inputs),
                 prepare=lambda: __import__("shutil").rmtree(state, ignore_errors=True))
 
 
@@ -361,13 +361,14 @@ def scenario_csv(ctx):
     ref, csv = ctx.ref, str(ctx.csv)
     o = {n: ctx.out / f"csv-{n}.parquet" for n in ("tidex", "duckdb", "polars", "pyarrow")}
     tools = [
-        tidex_tool(ctx, ctx.tidex(csv, str(o["tidex"]), *ctx.zstd()), o["tidex"], parquet_check(o["tidex"], ref)),
+        tidex_tool(ctx, ctx.tidex(csv, str(o["tidex"]), *ctx.zstd()), o["tidex"], parquet_check(o["tidex"], ref),
+                   inputs=[ctx.csv]),
         Tool("duckdb", PEER, [ctx.py, "-c", DUCKDB, csv, str(o["duckdb"]), ctx.level], o["duckdb"],
-             verify=parquet_check(o["duckdb"], ref)),
+             verify=parquet_check(o["duckdb"], ref), inputs=[ctx.csv]),
         Tool("polars", PEER, [ctx.py, "-c", POLARS, csv, str(o["polars"]), ctx.level], o["polars"],
-             verify=parquet_check(o["polars"], ref)),
+             verify=parquet_check(o["polars"], ref), inputs=[ctx.csv]),
         Tool("pyarrow", PEER, [ctx.py, "-c", PYARROW, csv, str(o["pyarrow"]), ctx.level], o["pyarrow"],
-             verify=parquet_check(o["pyarrow"], ref)),
+             verify=parquet_check(o["pyarrow"], ref), inputs=[ctx.csv]),
     ]
     results = run_interleaved(tools, ctx.a.reps, ctx.work, "csv")
     return Scenario("csv", "CSV -> zstd Parquet", ctx.data_desc(), ctx.csv_bytes, ref["rows"], results, notes=[
@@ -455,11 +456,11 @@ def scenario_pg_load(ctx):
     parquet = str(ctx.a.parquet.resolve())
     tools = [
         tidex_tool(ctx, ctx.tidex(parquet, f"{url}?table={targets['tidex']}&mode=truncate-insert"), None,
-                   check(targets["tidex"])),
+                   check(targets["tidex"]), inputs=[ctx.a.parquet]),
         Tool("psql \\copy from CSV", PEER,
              psql(url, "-c", f"TRUNCATE {targets['psql']}",
                   "-c", f"\\copy {targets['psql']} FROM '{ctx.csv}' WITH (FORMAT csv, HEADER true)"),
-             verify=check(targets["psql"])),
+             verify=check(targets["psql"]), inputs=[ctx.csv]),
     ]
     results = run_interleaved(tools, ctx.a.reps, ctx.work, "pg-load")
     for t in targets.values():
@@ -613,8 +614,9 @@ def write_report(ctx, scenarios):
         f"- {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu_model()}, {mem_gib():.0f} GiB; "
         "PostgreSQL and MariaDB on the same machine",
         f"- {versions(ctx.a.tidex)}",
-        "- wall time includes process start-up and imports; the input is in the page cache and writes are "
-        "flushed (sync) before every rep; peak RSS from GNU time (max over reps, the client process only); "
+        "- wall time includes process start-up and imports; before every rep writes are flushed (sync) "
+        "and the tool's input files are read through, so they are in the page cache; peak RSS from "
+        "GNU time (max over reps, the client process only); "
         "MB = 10^6 bytes of the CSV form of the data, the same records in every table scenario",
         "- vs best peer = fastest peer's median / this tool's median (above 1: faster than every peer); "
         "x floor = median / the floor's median (the floor reads the source and throws it away)",
