@@ -613,7 +613,7 @@ def write_report(ctx, scenarios):
         "median wall time reported",
         f"- {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu_model()}, {mem_gib():.0f} GiB; "
         "PostgreSQL and MariaDB on the same machine",
-        f"- {versions(ctx.a.tidex)}",
+        f"- {ctx.versions}",
         "- wall time includes process start-up and imports; before every rep writes are flushed (sync) "
         "and the tool's input files are read through, so they are in the page cache; peak RSS from "
         "GNU time (max over reps, the client process only); "
@@ -654,6 +654,9 @@ def main():
         ap.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
 
     ctx = Ctx(a)
+    # Read before any scenario runs: the blob script rewrites its tracked
+    # report, which would mark the checkout dirty by the time of the report.
+    ctx.versions = versions(a.tidex)
     scenarios = []
     try:
         for key in only:
