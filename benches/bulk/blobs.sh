@@ -87,6 +87,9 @@ for rep in $(seq 1 "$reps"); do
         o="out/$rep-$t"
         mkdir -p "$o"
         sync
+        # Read the tree through, so every tool starts with its input in the
+        # page cache (some VMs hand idle page cache back to the host).
+        find data -type f -exec cat {} + >/dev/null
         c="$(cmd_for "$t" "$o")"
         /usr/bin/time -f "%e %M %U %S" -o time.txt bash -c "$c" >/dev/null
         read -r wall kb user sys < time.txt
@@ -129,7 +132,7 @@ result="$root/benches/results/blobs-$date_tag-vm$suffix.md"
     echo "# A tree of mixed files: copy, zstd-1, encrypt — $date_tag, vm"
     echo
     echo "- input: $files files, $(awk "BEGIN {printf \"%.1f\", $bytes/1e6}") MB (benches/bulk/gen_blobs.py $mb: 60% in 4 large files, 20% in 5 MB files, 20% in files under 100 kB; half text-like, half random)"
-    echo "- $reps rep(s) per tool, interleaved, median wall time; page cache holds the input; outputs are not fsynced by any tool; sync before every rep; every rep writes to a new directory and outputs are deleted only after the timed runs (freshly freed inodes slow file creation on ext4 without a journal)"
+    echo "- $reps rep(s) per tool, interleaved, median wall time; outputs are not fsynced by any tool; sync before every rep, then the input tree is read through so it is in the page cache; every rep writes to a new directory and outputs are deleted only after the timed runs (freshly freed inodes slow file creation on ext4 without a journal)"
     echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB; load average $load_before before the runs (other builds share the machine)"
     echo "- tidex $("$tidex" --version | cut -d' ' -f2) ($(git -C "$root" rev-parse --short HEAD)); $(zstd --version | head -1); $(openssl version)"
     echo "- the kernel groups CPU time by session (sched_autogroup_enabled = $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo '?')): with other builds running, this session's processes together get about one share of the CPUs, so extra threads add little wall-time speed here; CPU s shows the work each tool does"
