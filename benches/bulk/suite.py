@@ -328,6 +328,9 @@ class Ctx:
         self.level = str(a.zstd_level)
         self.parts = str(len(os.sched_getaffinity(0)))
         self._ref = None
+        # Read before any scenario runs: the blob script rewrites its tracked
+        # report, which would mark the checkout dirty by the time of the report.
+        self.versions = versions(a.tidex)
 
     @property
     def ref(self):
@@ -654,9 +657,6 @@ def main():
         ap.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
 
     ctx = Ctx(a)
-    # Read before any scenario runs: the blob script rewrites its tracked
-    # report, which would mark the checkout dirty by the time of the report.
-    ctx.versions = versions(a.tidex)
     scenarios = []
     try:
         for key in only:
