@@ -48,8 +48,10 @@ fn start_moto() -> Moto {
         .expect(
             "the S3 tests need moto's server: pip install 'moto[server]' (.ci/run installs it)",
         );
+    // Ready once it answers HTTP: a server that already listens can still
+    // reset the first connections while it starts up.
     let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !http(port, "GET", "/").is_ok_and(|r| r.starts_with("HTTP/")) {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "moto_server did not start on port {port}"
@@ -59,11 +61,17 @@ fn start_moto() -> Moto {
     Moto { child, port }
 }
 
-fn http_put(port: u16, path: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+/// The raw response to a bodiless request.
+fn http(port: u16, method: &str, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    s.read_to_string(&mut resp)?;
+    Ok(resp)
+}
+
+fn http_put(port: u16, path: &str) {
+    let resp = http(port, "PUT", path).unwrap();
     assert!(
         resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
         "{resp}"
